@@ -1,0 +1,3 @@
+from notifier.serve import main
+
+main("notifier.app:app")

@@ -1,0 +1,238 @@
+"""The event schema shared by the workers, the notifier and the API.
+
+An :class:`Event` is what a producer hands to the bus; a :class:`StreamEvent` is what a
+reader gets back, with the Redis stream id that becomes the message's ``eventId``.
+This module imports nothing of Celery, Socket.IO or FastAPI, so it is cheap everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# --- message types (the Socket.IO event name is the message's type)
+JOB_STATUS_UPDATE = "job_status_update"
+JOB_COMPLETED = "job_completed"
+JOB_ERROR = "job_error"
+SYSTEM_NOTIFICATION = "system_notification"
+MAINTENANCE_NOTIFICATION = "maintenance_notification"
+CHANNEL_MESSAGE = "channel_message"
+
+# --- job statuses carried in job_status_update.data.status
+QUEUED, STARTED, PROCESSING, RETRYING, CANCELLED = (
+    "queued",
+    "started",
+    "processing",
+    "retrying",
+    "cancelled",
+)
+STATUSES = (QUEUED, STARTED, PROCESSING, RETRYING, CANCELLED)
+#: Job states as the REST API reports them: the statuses above plus the two outcomes.
+COMPLETED, FAILED = "completed", "failed"
+TERMINAL_STATES = frozenset({CANCELLED, COMPLETED, FAILED})
+
+# --- job_error.data.code
+ERROR_CODES = ("task_failed", "worker_lost", "time_limit", "rejected")
+LEVELS = ("info", "warning", "error", "critical")
+
+# --- channels a connection may subscribe to; the value is the role it needs (None: anyone)
+CHANNELS: dict[str, str | None] = {"notifications": None, "maintenance": None, "ops": "ADMIN"}
+
+#: How an event is routed: ``job`` to the job's subscribers; ``owner`` to every connection
+#: of the job's owner and to the subscribers; ``all`` to every connection; ``channel`` to
+#: the subscribers of one channel.
+Route = Literal["job", "owner", "all", "channel"]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def parse_event_id(event_id: str) -> tuple[int, int]:
+    """``"<ms>-<seq>"`` as two numbers; ``ValueError`` for anything else."""
+    ms, sep, seq = event_id.partition("-")
+    if not sep or not ms.isdigit() or not seq.isdigit():
+        raise ValueError(f"not a stream id: {event_id!r}")
+    return int(ms), int(seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event as produced, before it reaches the stream."""
+
+    route: Route
+    message: dict[str, Any]
+    user_id: str = ""
+    job_id: str = ""
+    channel: str = ""
+    #: The job state this event leads to (``completed``/``failed`` for the outcomes).
+    state: str = ""
+    #: Ordering within one run of a task: which attempt (retries so far) and which step.
+    #: ``seq`` 0 means "not ordered" (signals sent from outside the running task).
+    attempt: int = 0
+    seq: int = 0
+    #: What the job's snapshot shows after this event (status, progress, message, ...).
+    snapshot: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def type(self) -> str:
+        return str(self.message["type"])
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+# --- builders: the only places the wire shapes of server-to-client events are written
+
+
+def status_update(
+    job_id: str,
+    user_id: str,
+    status: str,
+    *,
+    progress: float | None = None,
+    message: str | None = None,
+    attempt: int = 0,
+    seq: int = 0,
+    **extra: Any,
+) -> Event:
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}; expected one of {STATUSES}")
+    data: dict[str, Any] = {"status": status}
+    if progress is not None:
+        data["progress"] = clamp_progress(progress)
+    if message is not None:
+        data["message"] = message
+    data.update(extra)
+    msg = {"type": JOB_STATUS_UPDATE, "jobId": job_id, "timestamp": now_ms(), "data": data}
+    return Event(
+        route="owner" if status == CANCELLED else "job",
+        message=msg,
+        user_id=user_id,
+        job_id=job_id,
+        state=status,
+        attempt=attempt,
+        seq=seq,
+        snapshot=data,
+    )
+
+
+def job_completed(
+    job_id: str, user_id: str, result: Any, *, attempt: int = 0, seq: int = 0
+) -> Event:
+    msg = {"type": JOB_COMPLETED, "jobId": job_id, "timestamp": now_ms(), "result": result}
+    return Event(
+        route="owner",
+        message=msg,
+        user_id=user_id,
+        job_id=job_id,
+        state=COMPLETED,
+        attempt=attempt,
+        seq=seq,
+        snapshot={"status": COMPLETED, "progress": 100},
+    )
+
+
+def job_error(
+    job_id: str,
+    user_id: str,
+    error: str,
+    *,
+    code: str = "task_failed",
+    exception_type: str | None = None,
+    attempt: int = 0,
+    seq: int = 0,
+) -> Event:
+    if code not in ERROR_CODES:
+        raise ValueError(f"unknown error code {code!r}; expected one of {ERROR_CODES}")
+    data: dict[str, Any] = {"code": code}
+    if exception_type:
+        data["exceptionType"] = exception_type
+    msg = {"type": JOB_ERROR, "jobId": job_id, "timestamp": now_ms(), "error": error, "data": data}
+    return Event(
+        route="owner",
+        message=msg,
+        user_id=user_id,
+        job_id=job_id,
+        state=FAILED,
+        attempt=attempt,
+        seq=seq,
+        snapshot={"status": FAILED, "message": error, "code": code},
+    )
+
+
+def system_notification(message: str, level: str = "info") -> Event:
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; expected one of {LEVELS}")
+    msg = {"type": SYSTEM_NOTIFICATION, "message": message, "level": level, "timestamp": now_ms()}
+    return Event(route="all", message=msg)
+
+
+def maintenance_notification(
+    message: str, *, starts_at: int | None = None, duration_minutes: int | None = None
+) -> Event:
+    msg: dict[str, Any] = {"type": MAINTENANCE_NOTIFICATION, "message": message}
+    if starts_at is not None:
+        msg["startsAt"] = starts_at
+    if duration_minutes is not None:
+        msg["durationMinutes"] = duration_minutes
+    msg["timestamp"] = now_ms()
+    return Event(route="all", message=msg)
+
+
+def clamp_progress(progress: float) -> float:
+    value = float(progress)
+    if value != value:  # NaN
+        raise ValueError("progress must be a number between 0 and 100")
+    value = min(100.0, max(0.0, value))
+    return int(value) if value.is_integer() else round(value, 2)
+
+
+# --- the stream side
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """An event as read back from the stream; ``event_id`` is its stream id."""
+
+    event_id: str
+    route: str
+    type: str
+    user_id: str
+    job_id: str
+    channel: str
+    payload: str  # the message as JSON, without eventId
+
+    @classmethod
+    def from_entry(cls, event_id: str, fields: dict[str, str]) -> StreamEvent:
+        return cls(
+            event_id=event_id,
+            route=fields.get("r", ""),
+            type=fields.get("t", ""),
+            user_id=fields.get("u", ""),
+            job_id=fields.get("j", ""),
+            channel=fields.get("c", ""),
+            payload=fields.get("p", "{}"),
+        )
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return parse_event_id(self.event_id)
+
+    def message(self, **extra: Any) -> dict[str, Any]:
+        """The wire message: the payload with ``eventId`` (and any ``extra``) added."""
+        msg: dict[str, Any] = json.loads(self.payload)
+        msg["eventId"] = self.event_id
+        msg.update(extra)
+        return msg
+
+    @property
+    def terminal(self) -> bool:
+        return self.route == "owner" and self.job_id != ""

@@ -1,0 +1,164 @@
+"""The routing core: which connection gets which event, whatever the transport.
+
+Socket.IO and native WebSocket connections are both :class:`Connection` objects with a
+``send`` callable; the hub indexes them by user, job and channel and decides, with plain
+set logic, who receives each event read from the stream. Each connection gets each event
+at most once, and never an event of a job older than what it has already seen of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from notifier.auth import Principal
+from notifier.events import StreamEvent, parse_event_id
+
+log = logging.getLogger(__name__)
+
+Sender = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Connection:
+    """One client connection. ``send`` delivers one wire message and must not block."""
+
+    __slots__ = ("channels", "cursors", "id", "jobs", "pending", "principal", "send", "transport")
+
+    def __init__(self, conn_id: str, principal: Principal, transport: str, send: Sender) -> None:
+        self.id = conn_id
+        self.principal = principal
+        self.transport = transport  # "websocket" | "polling" | "native"
+        self.send = send
+        self.jobs: set[str] = set()
+        self.channels: set[str] = set()
+        #: Jobs whose subscription waits for its snapshot: live events are held back here.
+        self.pending: dict[str, list[StreamEvent]] = {}
+        #: Per job, the newest event id this connection has been sent (snapshot included).
+        self.cursors: dict[str, tuple[int, int]] = {}
+
+    @property
+    def user_id(self) -> str:
+        return self.principal.user_id
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} user={self.user_id} {self.transport}>"
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.connections: dict[str, Connection] = {}
+        self.by_user: defaultdict[str, set[Connection]] = defaultdict(set)
+        self.by_job: defaultdict[str, set[Connection]] = defaultdict(set)
+        self.by_channel: defaultdict[str, set[Connection]] = defaultdict(set)
+        self.delivered = 0
+
+    # --- membership
+
+    def add(self, conn: Connection) -> None:
+        self.connections[conn.id] = conn
+        self.by_user[conn.user_id].add(conn)
+
+    def remove(self, conn: Connection) -> None:
+        if self.connections.pop(conn.id, None) is None:
+            return
+        _discard(self.by_user, conn.user_id, conn)
+        for job_id in conn.jobs | set(conn.pending):
+            _discard(self.by_job, job_id, conn)
+        for channel in conn.channels:
+            _discard(self.by_channel, channel, conn)
+        conn.jobs.clear()
+        conn.pending.clear()
+        conn.channels.clear()
+
+    def watch_job(self, conn: Connection, job_id: str) -> None:
+        """Start holding live events of ``job_id`` for ``conn`` until its snapshot is sent."""
+        conn.pending.setdefault(job_id, [])
+        self.by_job[job_id].add(conn)
+
+    def unwatch_job(self, conn: Connection, job_id: str) -> None:
+        conn.jobs.discard(job_id)
+        conn.pending.pop(job_id, None)
+        conn.cursors.pop(job_id, None)
+        _discard(self.by_job, job_id, conn)
+
+    async def open_job(self, conn: Connection, job_id: str, snapshot: dict[str, Any]) -> None:
+        """Send the snapshot, then the live events held meanwhile that are newer than it."""
+        held = conn.pending.pop(job_id, [])
+        conn.jobs.add(job_id)
+        key = parse_event_id(snapshot["eventId"])
+        conn.cursors[job_id] = max(key, conn.cursors.get(job_id, key))
+        await self._send(conn, job_id, snapshot, None)  # always: it answers the subscribe
+        for event in held:
+            await self._deliver(conn, event, event.message())
+
+    def join_channel(self, conn: Connection, channel: str) -> None:
+        conn.channels.add(channel)
+        self.by_channel[channel].add(conn)
+
+    def leave_channel(self, conn: Connection, channel: str) -> None:
+        conn.channels.discard(channel)
+        _discard(self.by_channel, channel, conn)
+
+    # --- routing
+
+    def recipients(self, event: StreamEvent) -> Iterable[Connection]:
+        """Who gets ``event``: a pure function of the indexes."""
+        if event.route == "job":
+            return self.by_job.get(event.job_id, ())
+        if event.route == "owner":
+            owner = self.by_user.get(event.user_id, set())
+            subscribers = self.by_job.get(event.job_id, set())
+            return owner | subscribers if subscribers else owner
+        if event.route == "all":
+            return self.connections.values()
+        if event.route == "channel":
+            return self.by_channel.get(event.channel, ())
+        log.warning("event with unknown route dropped", extra={"event_id": event.event_id})
+        return ()
+
+    async def dispatch(self, batch: Sequence[StreamEvent]) -> None:
+        for event in batch:
+            targets = list(self.recipients(event))
+            if not targets:
+                continue
+            message = event.message()  # decoded once, shared by every recipient
+            for conn in targets:
+                await self._deliver(conn, event, message)
+
+    async def _deliver(self, conn: Connection, event: StreamEvent, message: dict[str, Any]) -> None:
+        job_id = event.job_id
+        if job_id:
+            held = conn.pending.get(job_id)
+            if held is not None:
+                held.append(event)
+                return
+        await self._send(conn, job_id, message, event.key if job_id else None)
+
+    async def _send(
+        self,
+        conn: Connection,
+        job_id: str,
+        message: dict[str, Any],
+        key: tuple[int, int] | None,
+    ) -> None:
+        if key is not None:
+            seen = conn.cursors.get(job_id)
+            if seen is not None and key <= seen:
+                return
+            conn.cursors[job_id] = key
+        try:
+            await conn.send(message)
+        except Exception:
+            log.exception("send failed", extra={"conn": conn.id})
+            return
+        self.delivered += 1
+
+
+def _discard(index: defaultdict[str, set[Connection]], name: str, conn: Connection) -> None:
+    members = index.get(name)
+    if members is not None:
+        members.discard(conn)
+        if not members:
+            del index[name]

@@ -1,0 +1,31 @@
+"""Every Redis key jobcast uses. No other module spells a ``jobcast:`` string."""
+
+from __future__ import annotations
+
+PREFIX = "jobcast"
+
+#: The one event stream: job events, broadcasts and channel messages. Every notifier
+#: instance reads all of it from its own last id (fan-out, not a consumer group).
+EVENTS = f"{PREFIX}:events"
+#: Broadcasts and channel messages, with the same ids as in EVENTS (for replay).
+BROADCASTS = f"{PREFIX}:broadcasts"
+
+
+def job(job_id: str) -> str:
+    """Hash holding a job's owner, current state and terminal message."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+def user_jobs(user_id: str) -> str:
+    """Sorted set of a user's job ids, scored by creation time (ms)."""
+    return f"{PREFIX}:user:{user_id}:jobs"
+
+
+def user_inbox(user_id: str) -> str:
+    """Stream of the events addressed to one user (terminal job events), same ids as EVENTS."""
+    return f"{PREFIX}:user:{user_id}:inbox"
+
+
+def job_events(job_id: str) -> str:
+    """Stream of one job's events, same ids as EVENTS (REST catch-up)."""
+    return f"{PREFIX}:job:{job_id}:events"

@@ -1,0 +1,20 @@
+"""Prometheus metrics of a notifier process."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CONNECTIONS = Gauge(
+    "jobcast_connections", "Open client connections on this instance", ["transport"]
+)
+EVENTS_CONSUMED = Counter("jobcast_events_consumed_total", "Events read from the event stream")
+EVENTS_DELIVERED = Counter("jobcast_events_delivered_total", "Messages sent to client connections")
+AUTH_FAILURES = Counter(
+    "jobcast_auth_failures_total", "Refused connections and requests", ["reason", "transport"]
+)
+CLIENT_ERRORS = Counter("jobcast_client_errors_total", "Error answers to client messages", ["code"])
+DELIVERY_DELAY = Histogram(
+    "jobcast_delivery_delay_seconds",
+    "From the event's timestamp to its emission to the first recipient",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)

@@ -1,0 +1,173 @@
+"""Client-to-server messages: validation and answers, the same for every transport."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from notifier import store
+from notifier.auth import Principal
+from notifier.events import CHANNELS, now_ms, parse_event_id
+from notifier.hub import Connection, Hub
+from notifier.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_ID_LENGTH = 200
+
+
+class ClientError(Exception):
+    """A bad client message; answered with an ``error`` message, the connection stays open."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def error_message(code: str, message: str, request: str | None = None) -> dict[str, Any]:
+    msg: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if request:
+        msg["request"] = request
+    return msg
+
+
+def welcome(principal: Principal, *, recovered: bool = False) -> dict[str, Any]:
+    return {
+        "type": "connection_established",
+        "userId": principal.sub,
+        "username": principal.username,
+        "timestamp": now_ms(),
+        "message": "WebSocket connection established successfully",
+        "recovered": recovered,
+    }
+
+
+def decode_text(text: str | bytes) -> Any:
+    """A native frame as a JSON value; ``bad_request`` when it is not JSON."""
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ClientError("bad_request", "message is not valid JSON") from exc
+
+
+def _text_field(msg: dict[str, Any], name: str) -> str:
+    value = msg.get(name)
+    if value is None or value == "":
+        raise ClientError("bad_request", f"{name} is required")
+    if not isinstance(value, str) or len(value) > MAX_ID_LENGTH:
+        raise ClientError(
+            "bad_request", f"{name} must be a string of at most {MAX_ID_LENGTH} characters"
+        )
+    return value
+
+
+Handler = Callable[[Connection, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+
+
+class Protocol:
+    def __init__(self, hub: Hub, client: aioredis.Redis, settings: Settings) -> None:
+        self.hub = hub
+        self.redis = client
+        self.settings = settings
+        self._handlers: dict[str, Handler] = {
+            "subscribe_job": self.subscribe_job,
+            "unsubscribe_job": self.unsubscribe_job,
+            "subscribe_channel": self.subscribe_channel,
+            "unsubscribe_channel": self.unsubscribe_channel,
+            "ping": self.ping,
+            "ack": self.ack,
+        }
+
+    async def handle(self, conn: Connection, msg: Any) -> dict[str, Any] | None:
+        """Handle one client message. Every answer is sent to the connection; the first one
+        is also returned (Socket.IO passes it to the client's ack callback)."""
+        request = msg.get("type") if isinstance(msg, dict) else None
+        try:
+            if not isinstance(msg, dict):
+                raise ClientError("bad_request", "message must be a JSON object")
+            if not isinstance(request, str) or request not in self._handlers:
+                raise ClientError("bad_request", f"unknown message type: {str(request)[:64]!r}")
+            return await self._handlers[request](conn, msg)
+        except ClientError as exc:
+            return await self.reject(conn, exc.code, exc.message, request)
+        except Exception:
+            log.exception("client message failed", extra={"conn": conn.id, "request": request})
+            return await self.reject(conn, "internal_error", "the server could not answer", request)
+
+    async def reject(
+        self, conn: Connection, code: str, message: str, request: object = None
+    ) -> dict[str, Any]:
+        answer = error_message(code, message, request if isinstance(request, str) else None)
+        log.info("client error", extra={"conn": conn.id, "code": code, "request": request})
+        await conn.send(answer)
+        return answer
+
+    async def _answer(self, conn: Connection, answer: dict[str, Any]) -> dict[str, Any]:
+        await conn.send(answer)
+        return answer
+
+    async def subscribe_job(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
+        job_id = _text_field(msg, "jobId")
+        if job_id not in conn.jobs and len(conn.jobs) + len(conn.pending) >= (
+            self.settings.max_job_subscriptions
+        ):
+            raise ClientError(
+                "too_many_subscriptions",
+                f"at most {self.settings.max_job_subscriptions} job subscriptions per connection",
+            )
+        self.hub.watch_job(conn, job_id)  # hold live events from now until the snapshot is out
+        try:
+            state = await store.get_job(self.redis, job_id)
+        except BaseException:
+            self.hub.unwatch_job(conn, job_id)
+            raise
+        if state is None or not conn.principal.may_see(state.owner):
+            self.hub.unwatch_job(conn, job_id)
+            if state is None:
+                raise ClientError("job_not_found", f"job {job_id} not found")
+            raise ClientError("forbidden", f"job {job_id} belongs to another user")
+        answer = await self._answer(conn, {"type": "subscribed", "jobId": job_id})
+        await self.hub.open_job(conn, job_id, state.snapshot_message())
+        return answer
+
+    async def unsubscribe_job(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
+        job_id = _text_field(msg, "jobId")
+        self.hub.unwatch_job(conn, job_id)
+        return await self._answer(conn, {"type": "unsubscribed", "jobId": job_id})
+
+    async def subscribe_channel(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
+        channel = _text_field(msg, "channel")
+        if channel not in CHANNELS:
+            raise ClientError("channel_not_found", f"unknown channel {channel!r}")
+        role = CHANNELS[channel]
+        if role == "ADMIN" and not conn.principal.is_admin:
+            raise ClientError("forbidden", f"channel {channel!r} needs the {role} role")
+        if channel not in conn.channels and len(conn.channels) >= (
+            self.settings.max_channel_subscriptions
+        ):
+            raise ClientError("too_many_subscriptions", "too many channel subscriptions")
+        self.hub.join_channel(conn, channel)
+        return await self._answer(conn, {"type": "subscribed", "channel": channel})
+
+    async def unsubscribe_channel(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
+        channel = _text_field(msg, "channel")
+        self.hub.leave_channel(conn, channel)
+        return await self._answer(conn, {"type": "unsubscribed", "channel": channel})
+
+    async def ping(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
+        return await self._answer(conn, {"type": "pong", "timestamp": now_ms()})
+
+    async def ack(self, conn: Connection, msg: dict[str, Any]) -> None:
+        event_id = _text_field(msg, "eventId")
+        try:
+            parse_event_id(event_id)
+        except ValueError as exc:
+            raise ClientError(
+                "bad_request", "eventId must be a stream id like '1700000000000-0'"
+            ) from exc
+        return None

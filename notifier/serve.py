@@ -1,0 +1,36 @@
+"""Run an ASGI entry point under uvicorn with jobcast's transport limits and log redaction."""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+from notifier.logs import configure, logging_config
+from notifier.settings import get_settings
+
+
+def main(default_app: str, argv: list[str] | None = None) -> None:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(description=f"Serve {default_app} with uvicorn")
+    parser.add_argument("--app", default=default_app, help="ASGI entry point (module:attr)")
+    parser.add_argument("--host", default=settings.http_host)
+    parser.add_argument("--port", type=int, default=settings.http_port)
+    args = parser.parse_args(argv)
+    configure(settings.log_level, settings.log_format)
+    uvicorn.run(
+        args.app,
+        host=args.host,
+        port=args.port,
+        log_config=logging_config(settings.log_level, settings.log_format),
+        # The server's own WebSocket frame limit, aligned with Engine.IO's
+        # max_http_buffer_size (uvicorn would read up to 16 MiB first).
+        ws_max_size=settings.max_frame_bytes,
+        ws_per_message_deflate=False,
+        # WebSocket-level pings for every WebSocket (the native endpoint's heartbeat).
+        ws_ping_interval=settings.heartbeat_seconds,
+        ws_ping_timeout=settings.heartbeat_seconds,
+        timeout_keep_alive=5,
+        proxy_headers=True,
+        server_header=False,
+    )

@@ -1,0 +1,97 @@
+"""Configuration: environment variables with the ``JOBCAST_`` prefix (plus ``REDIS_URL``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_PLACEHOLDERS = {"", "changeme", "change-me", "secret", "changethis"}
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="JOBCAST_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "JOBCAST_REDIS_URL"),
+    )
+
+    # --- auth
+    jwt_secret: SecretStr | None = None
+    jwt_algorithms: Annotated[list[str], NoDecode] = ["HS256"]
+    jwt_public_key: SecretStr | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: float = 10.0
+    #: Tokens longer than this are refused before any decoding.
+    jwt_max_length: int = 8192
+
+    # --- HTTP
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    cors_origins: Annotated[list[str], NoDecode] = [
+        "http://localhost:3000",
+        "http://localhost:5173",
+    ]
+    heartbeat_seconds: float = 30.0
+    demo: bool = False
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    # --- limits
+    max_message_bytes: int = 4096
+    max_job_subscriptions: int = 100
+    max_channel_subscriptions: int = 20
+    max_frame_bytes: int = 65536
+    send_queue_bytes: int = 1024 * 1024
+
+    # --- delivery
+    progress_min_interval_ms: int = 50
+    retention_seconds: int = 24 * 3600
+    inbox_max_events: int = 1000
+    stream_max_events: int = 100_000
+    read_batch: int = 500
+
+    # --- Flower
+    flower_port: int = 5555
+    flower_basic_auth: SecretStr | None = None
+    flower_url: str | None = None
+
+    @field_validator("jwt_algorithms", "cors_origins", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _no_none_alg(cls, value: list[str]) -> list[str]:
+        if not value or any(alg.lower() == "none" for alg in value):
+            raise ValueError("JOBCAST_JWT_ALGORITHMS must list real algorithms; 'none' is refused")
+        return value
+
+    def verification_key(self) -> str:
+        """The key that verifies tokens; fails naming the missing setting."""
+        if any(alg.startswith(("RS", "ES", "PS", "Ed")) for alg in self.jwt_algorithms):
+            if self.jwt_public_key is None:
+                raise RuntimeError("JOBCAST_JWT_PUBLIC_KEY is required for asymmetric algorithms")
+            return self.jwt_public_key.get_secret_value()
+        secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+        if secret.lower() in _PLACEHOLDERS:
+            raise RuntimeError("JOBCAST_JWT_SECRET is missing or a placeholder; set a real secret")
+        return secret
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,104 @@
+"""The Socket.IO adapter: python-socketio events in, hub connections out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import socketio
+
+from notifier.auth import AuthError, token_from
+from notifier.hub import Connection
+from notifier.protocol import welcome
+
+if TYPE_CHECKING:
+    from notifier.service import Notifier
+
+log = logging.getLogger(__name__)
+
+SOCKETIO_PATH = "ws/job-status"
+
+
+def _environ_headers(environ: dict[str, Any]) -> dict[str, str]:
+    auth = environ.get("HTTP_AUTHORIZATION")
+    return {"authorization": auth} if auth else {}
+
+
+def create_server(notifier: Notifier) -> socketio.AsyncServer:
+    settings = notifier.settings
+
+    def origin_allowed(origin: str | None, environ: dict[str, Any]) -> bool:
+        scheme = environ.get("HTTP_X_FORWARDED_PROTO", environ.get("wsgi.url_scheme", "http"))
+        return notifier.origins.allows(origin, scheme=scheme, host=environ.get("HTTP_HOST"))
+
+    sio = socketio.AsyncServer(
+        async_mode="asgi",
+        cors_allowed_origins=origin_allowed,
+        transports=["polling", "websocket"],
+        ping_interval=settings.heartbeat_seconds,
+        ping_timeout=max(5.0, settings.heartbeat_seconds / 2),
+        max_http_buffer_size=settings.max_frame_bytes,
+        http_compression=True,
+        # handle one client's messages in order (subscribe, then unsubscribe, ...)
+        async_handlers=False,
+        logger=False,
+        engineio_logger=False,
+    )
+    connections: dict[str, Connection] = {}
+    background: set[asyncio.Task[None]] = set()
+
+    @sio.event
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = token_from(auth, _environ_headers(environ), environ.get("QUERY_STRING", ""))
+        try:
+            principal = notifier.verifier.verify(token)
+        except AuthError as exc:
+            notifier.auth_refused(exc.code, "socketio")
+            raise socketio.exceptions.ConnectionRefusedError(
+                exc.message, {"code": exc.code}
+            ) from None
+
+        async def send(message: dict[str, Any]) -> None:
+            await sio.emit(message["type"], message, to=sid)
+
+        conn = Connection(sid, principal, sio.transport(sid), send)
+        connections[sid] = conn
+
+        async def established() -> None:
+            # Runs after python-socketio has sent the CONNECT packet, so the client has
+            # its connection before the first message arrives.
+            if sid in connections:
+                notifier.hub.add(conn)
+                await send(welcome(principal))
+                log.info(
+                    "connected",
+                    extra={"conn": sid, "user": principal.user_id, "transport": conn.transport},
+                )
+
+        task = asyncio.get_running_loop().create_task(established())
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    @sio.event
+    async def disconnect(sid: str, reason: Any = None) -> None:
+        conn = connections.pop(sid, None)
+        if conn is not None:
+            notifier.hub.remove(conn)
+            log.info("disconnected", extra={"conn": sid, "reason": str(reason)})
+
+    @sio.on("*")
+    async def message(event: str, sid: str, *args: Any) -> dict[str, Any] | None:
+        conn = connections.get(sid)
+        if conn is None:
+            return None
+        payload = args[0] if args else None
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            return await notifier.protocol.reject(
+                conn, "bad_request", "the payload must be an object", event
+            )
+        return await notifier.protocol.handle(conn, {**payload, "type": event})
+
+    return sio

@@ -1,0 +1,109 @@
+"""The read side of job state kept by the publish script: snapshots, job lists, history."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from notifier import keys
+from notifier.events import JOB_STATUS_UPDATE, TERMINAL_STATES, StreamEvent, parse_event_id
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    job_id: str
+    owner: str
+    state: str
+    snapshot: dict[str, Any]
+    event_id: str
+    created_at: int
+    updated_at: int
+    terminal: dict[str, Any] | None
+
+    @classmethod
+    def from_hash(cls, job_id: str, raw: dict[str, str]) -> JobState | None:
+        if not raw or "owner" not in raw:
+            return None
+        return cls(
+            job_id=job_id,
+            owner=raw["owner"],
+            state=raw.get("state", ""),
+            snapshot=json.loads(raw.get("snapshot") or "{}"),
+            event_id=raw.get("eventId", "0-0"),
+            created_at=int(raw.get("createdAt") or 0),
+            updated_at=int(raw.get("updatedAt") or 0),
+            terminal=json.loads(raw["terminal"]) if raw.get("terminal") else None,
+        )
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return parse_event_id(self.event_id)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def snapshot_message(self) -> dict[str, Any]:
+        """What a new subscriber gets at once: the terminal message, or the current update."""
+        if self.terminal is not None:
+            msg = dict(self.terminal)
+        else:
+            msg = {
+                "type": JOB_STATUS_UPDATE,
+                "jobId": self.job_id,
+                "timestamp": self.updated_at,
+                "data": self.snapshot,
+            }
+        msg["eventId"] = self.event_id
+        msg["snapshot"] = True
+        return msg
+
+    def to_rest(self) -> dict[str, Any]:
+        """The job as ``GET /api/v1/jobs/{jobId}`` shows it."""
+        body: dict[str, Any] = {
+            "jobId": self.job_id,
+            "userId": self.owner,
+            "status": self.state,
+            "progress": self.snapshot.get("progress", 0),
+            "message": self.snapshot.get("message"),
+            "eventId": self.event_id,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+        }
+        if "etaSeconds" in self.snapshot:
+            body["etaSeconds"] = self.snapshot["etaSeconds"]
+        if self.terminal is not None:
+            if "result" in self.terminal:
+                body["result"] = self.terminal["result"]
+            if "error" in self.terminal:
+                body["error"] = self.terminal["error"]
+                body["errorCode"] = self.terminal.get("data", {}).get("code")
+        return body
+
+
+async def get_job(client: aioredis.Redis, job_id: str) -> JobState | None:
+    return JobState.from_hash(job_id, await client.hgetall(keys.job(job_id)))
+
+
+async def user_jobs(client: aioredis.Redis, user_id: str, limit: int = 50) -> list[JobState]:
+    """The user's most recent jobs, newest first."""
+    job_ids = await client.zrevrange(keys.user_jobs(user_id), 0, limit - 1)
+    if not job_ids:
+        return []
+    async with client.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hgetall(keys.job(job_id))
+        hashes = await pipe.execute()
+    states = (JobState.from_hash(job_id, raw) for job_id, raw in zip(job_ids, hashes, strict=True))
+    return [state for state in states if state is not None]
+
+
+async def job_events(
+    client: aioredis.Redis, job_id: str, after: str = "0-0", limit: int = 1000
+) -> list[dict[str, Any]]:
+    """The job's events after ``after`` (exclusive), in order, as wire messages."""
+    entries = await client.xrange(keys.job_events(job_id), min=f"({after}", count=limit)
+    return [StreamEvent.from_entry(eid, fields).message() for eid, fields in entries]

@@ -1,0 +1,12 @@
+"""jobcast's Celery side: ``workers.install(app)`` and ``workers.submit(task, ..., user_id=)``.
+
+Importing this package builds no Celery app and opens no connection; the bundled app
+lives in ``workers.app``.
+"""
+
+from __future__ import annotations
+
+from workers.install import install
+from workers.submit import submit
+
+__all__ = ["install", "submit"]

@@ -1,0 +1,34 @@
+"""The bundled Celery app: ``celery -A workers.app worker``."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from notifier.settings import get_settings
+from workers.install import install
+
+settings = get_settings()
+
+app = Celery(
+    "jobcast", broker=settings.redis_url, backend=settings.redis_url, include=["workers.tasks"]
+)
+app.conf.update(
+    # JSON only: no pickle on any wire.
+    task_serializer="json",
+    result_serializer="json",
+    event_serializer="json",
+    accept_content=["json"],
+    result_accept_content=["json"],
+    # What Flower needs to list tasks live.
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+    task_track_started=True,
+    # Long content-generation tasks: take one at a time, acknowledge when done.
+    worker_prefetch_multiplier=1,
+    task_acks_late=True,
+    task_reject_on_worker_lost=False,  # a dead child fails its task: reported as worker_lost
+    result_expires=settings.retention_seconds,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+)
+install(app)

@@ -1,0 +1,40 @@
+"""``install(app)``: connect jobcast's signal handlers for a Celery app.
+
+    from celery import Celery
+    import workers
+
+    app = Celery("mine", broker=...)
+    workers.install(app)
+
+Celery signals are process-wide; handlers ignore every task published without a
+``jobcast_user_id`` header, so installing costs untracked tasks one dict lookup.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import signals
+
+from workers import signals as handlers
+
+_CONNECTIONS = (
+    (signals.before_task_publish, handlers.on_before_task_publish),
+    (signals.task_prerun, handlers.on_task_prerun),
+    (signals.task_retry, handlers.on_task_retry),
+    (signals.task_success, handlers.on_task_success),
+    (signals.task_failure, handlers.on_task_failure),
+    (signals.task_revoked, handlers.on_task_revoked),
+    (signals.task_postrun, handlers.on_task_postrun),
+)
+
+
+def install(app: Any = None) -> Any:
+    """Connect the handlers (idempotent) and return ``app``.
+
+    ``app`` is accepted so the call reads as what it does for the user's app; the
+    handlers themselves are process-wide, as Celery's signals are.
+    """
+    for signal, handler in _CONNECTIONS:
+        signal.connect(handler, weak=False, dispatch_uid=f"jobcast.{handler.__name__}")
+    return app

@@ -1,0 +1,69 @@
+"""The producer API: ``report()`` inside any Celery task.
+
+    from workers.progress import report
+
+    @app.task(bind=True)
+    def generate_content(self, topic):
+        report(10, "Outlining")
+        report(50, "Writing", section=3)   # extra keyword fields go into data
+
+Importing this module creates no Celery app and opens no connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import current_task
+
+from notifier.events import PROCESSING, clamp_progress, status_update
+from workers.tracking import RUNS
+
+log = logging.getLogger(__name__)
+
+
+def report(progress: float, message: str | None = None, **fields: Any) -> None:
+    """Report the running task's progress (0-100) and an optional message.
+
+    Also stores a ``PROGRESS`` state with the same meta in the result backend and sends a
+    ``task-progress`` event, so ``AsyncResult`` and Flower show it. Never raises: a bad
+    value or an unreachable Redis is logged, and the task carries on.
+    """
+    try:
+        _report(progress, message, fields)
+    except Exception:
+        log.exception("report() failed; the task continues")
+
+
+def _report(progress: float, message: str | None, fields: dict[str, Any]) -> None:
+    task = current_task
+    if task is None or task.request.called_directly:
+        return
+    value = clamp_progress(progress)
+    run = RUNS.get(task.request.id)
+    if run is None:  # untracked: still show it in the result backend and Flower
+        _celery_state(task, {"progress": value, "message": message, **fields})
+        return
+    eta = run.eta.update(value, time.monotonic())
+    extra = dict(fields)
+    if eta is not None:
+        extra["etaSeconds"] = eta
+    event = status_update(
+        run.job_id,
+        run.user_id,
+        PROCESSING,
+        progress=value,
+        message=message,
+        attempt=run.attempt,
+        seq=run.next_seq(),
+        **extra,
+    )
+    if run.progress(event, urgent=value >= 100):
+        _celery_state(task, dict(event.snapshot))
+
+
+def _celery_state(task: Any, meta: dict[str, Any]) -> None:
+    task.update_state(state="PROGRESS", meta=meta)
+    task.send_event("task-progress", **meta)

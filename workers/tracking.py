@@ -1,0 +1,145 @@
+"""Per-process bookkeeping of the tracked task runs: ordering, coalescing, ETA.
+
+A *run* is one execution of a tracked task in this process. It numbers the events it
+produces (``seq``) so the bus can drop stale ones, holds back progress that comes faster
+than ``JOBCAST_PROGRESS_MIN_INTERVAL_MS`` (the latest value is always sent in the end),
+and estimates the time left from a smoothed progress rate.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from notifier.events import Event
+
+#: The task headers that carry the owner and the job id (a canvas's members share one).
+HEADER_USER = "jobcast_user_id"
+HEADER_JOB = "jobcast_job_id"
+
+
+def owner_from(request: Any) -> tuple[str, str] | None:
+    """``(job_id, user_id)`` of a Celery task request, or None for an untracked task."""
+    user = getattr(request, HEADER_USER, None)
+    if user is None:
+        headers = getattr(request, "headers", None) or {}
+        user = headers.get(HEADER_USER)
+    if user is None or user == "":
+        return None
+    job = getattr(request, HEADER_JOB, None) or getattr(request, "id", None)
+    return (str(job), str(user)) if job else None
+
+
+class EtaEstimator:
+    """Seconds left from an exponentially smoothed progress rate (percent per second)."""
+
+    def __init__(self, alpha: float = 0.3) -> None:
+        self._alpha = alpha
+        self._last: tuple[float, float] | None = None
+        self._rate: float | None = None
+
+    def update(self, progress: float, now: float) -> float | None:
+        """Feed one progress point; None until two points give a forward rate."""
+        if progress >= 100:
+            self._last = (now, progress)
+            return 0.0
+        if self._last is None:
+            self._last = (now, progress)
+            return None
+        t0, p0 = self._last
+        if now > t0 and progress >= p0:
+            rate = (progress - p0) / (now - t0)
+            self._rate = (
+                rate if self._rate is None else self._alpha * rate + (1 - self._alpha) * self._rate
+            )
+            self._last = (now, progress)
+        if not self._rate or self._rate <= 0:
+            return None
+        return round(max(0.0, (100 - progress) / self._rate), 1)
+
+
+class Run:
+    def __init__(
+        self,
+        job_id: str,
+        user_id: str,
+        attempt: int,
+        min_interval: float,
+        emit: Callable[[Event], object],
+    ) -> None:
+        self.job_id = job_id
+        self.user_id = user_id
+        self.attempt = attempt
+        self.eta = EtaEstimator()
+        self._seq = 0
+        self._min_interval = min_interval
+        self._emit = emit
+        self._lock = threading.Lock()
+        self._last_sent = float("-inf")
+        self._pending: Event | None = None
+        self._timer: threading.Timer | None = None
+
+    def next_seq(self) -> int:
+        with self._lock:
+            self._seq += 1
+            return self._seq
+
+    def progress(self, event: Event, *, urgent: bool = False) -> bool:
+        """Send ``event`` now (True), or hold it as the latest if the last send was too
+        recent (False); a timer sends what is held once the interval has passed."""
+        now = time.monotonic()
+        with self._lock:
+            wait = self._last_sent + self._min_interval - now
+            if wait > 0 and not urgent:
+                self._pending = event
+                if self._timer is None:
+                    self._timer = threading.Timer(wait, self.flush)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return False
+            self._pending = None
+            self._last_sent = now
+        self._emit(event)
+        return True
+
+    def flush(self) -> None:
+        """Send the held-back progress, if any (before any status change or outcome)."""
+        with self._lock:
+            event, self._pending = self._pending, None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if event is not None:
+                self._last_sent = time.monotonic()
+        if event is not None:
+            self._emit(event)
+
+
+class Runs:
+    """The runs of this process, by Celery task id."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, Run] = {}
+        self._lock = threading.Lock()
+
+    def start(self, task_id: str, run: Run) -> Run:
+        with self._lock:
+            self._runs[task_id] = run
+        return run
+
+    def get(self, task_id: str | None) -> Run | None:
+        return self._runs.get(task_id) if task_id else None
+
+    def finish(self, task_id: str | None) -> Run | None:
+        if not task_id:
+            return None
+        with self._lock:
+            run = self._runs.pop(task_id, None)
+        if run is not None:
+            run.flush()
+        return run
+
+
+RUNS = Runs()
