@@ -63,15 +63,18 @@ if job ~= '' then
   redis.call('ZADD', KEYS[3], 'NX', now, job)
   redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -1001)
   redis.call('EXPIRE', KEYS[3], retention)
-  redis.pcall('XADD', KEYS[6], 'MAXLEN', '~', 1000, id, 't', typ, 'p', payload)
+  redis.pcall('XADD', KEYS[6], 'MAXLEN', '~', 1000, id,
+    'r', route, 't', typ, 'u', user, 'j', job, 'c', channel, 'p', payload)
   redis.call('EXPIRE', KEYS[6], retention)
   if terminal then
-    redis.pcall('XADD', KEYS[4], 'MAXLEN', '~', ARGV[14], id, 't', typ, 'j', job, 'p', payload)
+    redis.pcall('XADD', KEYS[4], 'MAXLEN', ARGV[14], id,
+      'r', route, 't', typ, 'u', user, 'j', job, 'c', channel, 'p', payload)
     redis.call('EXPIRE', KEYS[4], retention)
   end
 else
-  redis.pcall('XADD', KEYS[5], 'MAXLEN', '~', ARGV[14], id,
-    'r', route, 't', typ, 'c', channel, 'p', payload)
+  redis.pcall('XADD', KEYS[5], 'MAXLEN', ARGV[14], id,
+    'r', route, 't', typ, 'u', user, 'j', job, 'c', channel, 'p', payload)
+  redis.call('EXPIRE', KEYS[5], retention)
 end
 return id
 """

@@ -24,7 +24,17 @@ Sender = Callable[[dict[str, Any]], Awaitable[None]]
 class Connection:
     """One client connection. ``send`` delivers one wire message and must not block."""
 
-    __slots__ = ("channels", "cursors", "id", "jobs", "pending", "principal", "send", "transport")
+    __slots__ = (
+        "channels",
+        "cursors",
+        "id",
+        "jobs",
+        "pending",
+        "principal",
+        "replaying",
+        "send",
+        "transport",
+    )
 
     def __init__(self, conn_id: str, principal: Principal, transport: str, send: Sender) -> None:
         self.id = conn_id
@@ -35,8 +45,11 @@ class Connection:
         self.channels: set[str] = set()
         #: Jobs whose subscription waits for its snapshot: live events are held back here.
         self.pending: dict[str, list[StreamEvent]] = {}
-        #: Per job, the newest event id this connection has been sent (snapshot included).
+        #: Per job (``""`` for broadcasts), the newest event id this connection has been
+        #: sent, snapshots included: anything not newer is a duplicate.
         self.cursors: dict[str, tuple[int, int]] = {}
+        #: While the connection's replay is being sent, live events wait here.
+        self.replaying: list[StreamEvent] | None = None
 
     @property
     def user_id(self) -> str:
@@ -56,9 +69,22 @@ class Hub:
 
     # --- membership
 
-    def add(self, conn: Connection) -> None:
+    def add(self, conn: Connection, *, hold: bool = False) -> None:
+        """Register ``conn``; with ``hold``, live events wait until :meth:`resume`."""
+        if hold:
+            conn.replaying = []
         self.connections[conn.id] = conn
         self.by_user[conn.user_id].add(conn)
+
+    async def resume(self, conn: Connection, replay: Sequence[StreamEvent]) -> None:
+        """Send the replayed events, then the live ones held meanwhile, without duplicates."""
+        for event in replay:
+            await self._send(conn, event.job_id, event.message(), event.key)
+        while conn.replaying:
+            held, conn.replaying = conn.replaying, []
+            for event in held:
+                await self._deliver(conn, event, event.message(), replayed=True)
+        conn.replaying = None
 
     def remove(self, conn: Connection) -> None:
         if self.connections.pop(conn.id, None) is None:
@@ -127,14 +153,24 @@ class Hub:
             for conn in targets:
                 await self._deliver(conn, event, message)
 
-    async def _deliver(self, conn: Connection, event: StreamEvent, message: dict[str, Any]) -> None:
+    async def _deliver(
+        self,
+        conn: Connection,
+        event: StreamEvent,
+        message: dict[str, Any],
+        *,
+        replayed: bool = False,
+    ) -> None:
+        if conn.replaying is not None and not replayed:
+            conn.replaying.append(event)
+            return
         job_id = event.job_id
         if job_id:
             held = conn.pending.get(job_id)
             if held is not None:
                 held.append(event)
                 return
-        await self._send(conn, job_id, message, event.key if job_id else None)
+        await self._send(conn, job_id, message, event.key)
 
     async def _send(
         self,

@@ -29,3 +29,13 @@ def user_inbox(user_id: str) -> str:
 def job_events(job_id: str) -> str:
     """Stream of one job's events, same ids as EVENTS (REST catch-up)."""
     return f"{PREFIX}:job:{job_id}:events"
+
+
+def user_connections(user_id: str) -> str:
+    """Sorted set of a user's open connections (``instance:conn``) scored by lease expiry (ms)."""
+    return f"{PREFIX}:user:{user_id}:conns"
+
+
+def user_cursor(user_id: str) -> str:
+    """Hash: ``acked`` (the user's ``ack`` cursor) and ``seen`` (delivered live up to)."""
+    return f"{PREFIX}:user:{user_id}:cursor"

@@ -19,7 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from notifier.auth import AuthError, token_from
 from notifier.events import dumps
 from notifier.hub import Connection
-from notifier.protocol import ClientError, decode_text, welcome
+from notifier.protocol import ClientError, decode_text
 
 if TYPE_CHECKING:
     from notifier.service import Notifier
@@ -86,11 +86,14 @@ async def endpoint(ws: WebSocket, notifier: Notifier) -> None:
         return
     await ws.accept()
     token = token_from(None, ws.headers, ws.scope.get("query_string", b"").decode("latin-1"))
+    conn_id = f"n-{uuid.uuid4().hex}"
     try:
         principal = notifier.verifier.verify(token)
+        await notifier.admit(principal, conn_id)
     except AuthError as exc:
         notifier.auth_refused(exc.code, "native")
-        await ws.close(CLOSE_AUTH, f"{exc.code}: {exc.message}")
+        code = CLOSE_TOO_MANY if exc.code == "too_many_connections" else CLOSE_AUTH
+        await ws.close(code, f"{exc.code}: {exc.message}")
         return
 
     outbox = Outbox(ws, settings.send_queue_bytes)
@@ -98,15 +101,13 @@ async def endpoint(ws: WebSocket, notifier: Notifier) -> None:
     async def send(message: dict[str, Any]) -> None:
         outbox.put(dumps(message))
 
-    conn = Connection(f"n-{uuid.uuid4().hex}", principal, "native", send)
+    conn = Connection(conn_id, principal, "native", send)
     writer = asyncio.create_task(outbox.drain())
-    notifier.hub.add(conn)
-    log.info("connected", extra={"conn": conn.id, "user": principal.user_id, "transport": "native"})
-    await send(welcome(principal))
     try:
+        await notifier.establish(conn, ws.query_params.get("lastEventId"))
         await _read_loop(ws, conn, notifier, outbox, writer)
     finally:
-        notifier.hub.remove(conn)
+        await notifier.release(conn)
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await writer

@@ -13,6 +13,7 @@ from notifier import store
 from notifier.auth import Principal
 from notifier.events import CHANNELS, now_ms, parse_event_id
 from notifier.hub import Connection, Hub
+from notifier.presence import Presence
 from notifier.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,13 @@ Handler = Callable[[Connection, dict[str, Any]], Awaitable[dict[str, Any] | None
 
 
 class Protocol:
-    def __init__(self, hub: Hub, client: aioredis.Redis, settings: Settings) -> None:
+    def __init__(
+        self, hub: Hub, client: aioredis.Redis, settings: Settings, presence: Presence
+    ) -> None:
         self.hub = hub
         self.redis = client
         self.settings = settings
+        self.presence = presence
         self._handlers: dict[str, Handler] = {
             "subscribe_job": self.subscribe_job,
             "unsubscribe_job": self.unsubscribe_job,

@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -21,12 +24,14 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from notifier import metrics, native
-from notifier.auth import TokenVerifier
+from notifier.auth import AuthError, Principal, TokenVerifier
 from notifier.bus import StreamReader, async_client
 from notifier.events import StreamEvent
-from notifier.hub import Hub
+from notifier.hub import Connection, Hub
 from notifier.origins import OriginPolicy
-from notifier.protocol import Protocol
+from notifier.presence import Presence
+from notifier.protocol import Protocol, welcome
+from notifier.recovery import Recovery, Replay
 from notifier.settings import Settings, get_settings
 from notifier.sio import SOCKETIO_PATH, create_server
 
@@ -40,10 +45,13 @@ class Notifier:
         self.origins = OriginPolicy(self.settings.cors_origins)
         self.hub = Hub()
         self.sio = create_server(self)
+        self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._redis: aioredis.Redis | None = None
         self._protocol: Protocol | None = None
+        self._presence: Presence | None = None
+        self._recovery: Recovery | None = None
         self.reader: StreamReader | None = None
-        self._reader_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._delivered_seen = 0
         for transport in ("websocket", "polling", "native"):
             metrics.CONNECTIONS.labels(transport).set_function(
@@ -61,6 +69,84 @@ class Notifier:
         if self._protocol is None:
             raise RuntimeError("the notifier is not started (lifespan not entered)")
         return self._protocol
+
+    @property
+    def presence(self) -> Presence:
+        if self._presence is None:
+            raise RuntimeError("the notifier is not started (lifespan not entered)")
+        return self._presence
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            raise RuntimeError("the notifier is not started (lifespan not entered)")
+        return self._recovery
+
+    # --- connection life cycle, shared by the Socket.IO and native adapters
+
+    async def admit(self, principal: Principal, conn_id: str) -> None:
+        """Take a connection slot for the user, cluster-wide, or refuse the connection."""
+        limit = self.settings.max_connections_per_user
+        try:
+            admitted = await self.presence.open(principal.user_id, conn_id, limit)
+        except Exception as exc:  # Redis away: do not lock users out; the lease comes later
+            log.warning("connection limit not checked", extra={"error": str(exc)})
+            return
+        if not admitted:
+            raise AuthError(
+                "too_many_connections", f"Too many connections: at most {limit} per user"
+            )
+
+    async def establish(self, conn: Connection, last_event_id: str | None) -> bool:
+        """Register ``conn``, greet it, and send what it is owed before any live event:
+        the replay after ``last_event_id``, or the events that arrived while the user was
+        offline. Returns ``recovered``."""
+        self.hub.add(conn, hold=True)
+        replay = Replay(recovered=False)
+        try:
+            if last_event_id:
+                replay = await self.recovery.after(conn.user_id, last_event_id)
+            if not replay.recovered and not await self.presence.others_online(
+                conn.user_id, conn.id
+            ):
+                since = await self.presence.cursor(conn.user_id)
+                replay = Replay(False, await self.recovery.offline(conn.user_id, since))
+        except Exception:
+            log.exception("replay failed", extra={"conn": conn.id})
+        await conn.send(welcome(conn.principal, recovered=replay.recovered))
+        await self.hub.resume(conn, replay.events)
+        log.info(
+            "connected",
+            extra={
+                "conn": conn.id,
+                "user": conn.user_id,
+                "transport": conn.transport,
+                "recovered": replay.recovered,
+                "replayed": len(replay.events),
+            },
+        )
+        return replay.recovered
+
+    async def release(self, conn: Connection) -> None:
+        """Forget ``conn``; remember how far its user had been served live."""
+        self.hub.remove(conn)
+        try:
+            await self.presence.close(conn.user_id, conn.id)
+            last = self.reader.last_id if self.reader else None
+            if last and last != "0-0" and not self.hub.by_user.get(conn.user_id):
+                await self.presence.advance(conn.user_id, "seen", last)
+        except Exception as exc:
+            log.warning("presence not updated", extra={"conn": conn.id, "error": str(exc)})
+
+    async def _renew_leases(self) -> None:
+        period = self.settings.presence_lease_seconds / 4
+        while True:
+            await asyncio.sleep(period)
+            leases = [(c.user_id, c.id) for c in self.hub.connections.values()]
+            try:
+                await self.presence.renew(leases)
+            except Exception as exc:
+                log.warning("connection leases not renewed", extra={"error": str(exc)})
 
     def count_connections(self, transport: str) -> int:
         sio_transport = self.sio.transport
@@ -85,19 +171,36 @@ class Notifier:
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
-        self._redis = async_client(self.settings)
-        self._protocol = Protocol(self.hub, self._redis, self.settings)
-        self.reader = StreamReader(self._redis, self._on_events, batch=self.settings.read_batch)
-        self._reader_task = asyncio.create_task(self.reader.run(), name="jobcast-event-reader")
-        log.info("notifier started")
+        settings = self.settings
+        self._redis = async_client(settings)
+        self._presence = Presence(
+            self._redis,
+            self.instance_id,
+            settings.presence_lease_seconds,
+            settings.retention_seconds,
+        )
+        self._recovery = Recovery(
+            self._redis,
+            retention_seconds=settings.retention_seconds,
+            inbox_max=settings.inbox_max_events,
+        )
+        self._protocol = Protocol(self.hub, self._redis, settings, self._presence)
+        self.reader = StreamReader(self._redis, self._on_events, batch=settings.read_batch)
+        self._tasks = [
+            asyncio.create_task(self.reader.run(), name="jobcast-event-reader"),
+            asyncio.create_task(self._renew_leases(), name="jobcast-leases"),
+        ]
+        log.info("notifier started", extra={"instance": self.instance_id})
         try:
             yield
         finally:
-            self._reader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader_task
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self._redis.aclose()
-            log.info("notifier stopped")
+            log.info("notifier stopped", extra={"instance": self.instance_id})
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         checks: dict[str, Any] = {}

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     max_message_bytes: int = 4096
     max_job_subscriptions: int = 100
     max_channel_subscriptions: int = 20
+    max_connections_per_user: int = 20
     max_frame_bytes: int = 65536
     send_queue_bytes: int = 1024 * 1024
 
@@ -62,6 +63,8 @@ class Settings(BaseSettings):
     inbox_max_events: int = 1000
     stream_max_events: int = 100_000
     read_batch: int = 500
+    #: A connection's presence lease: a dead instance's connections drop out after it.
+    presence_lease_seconds: float = 20.0
 
     # --- Flower
     flower_port: int = 5555

@@ -10,7 +10,6 @@ import socketio
 
 from notifier.auth import AuthError, token_from
 from notifier.hub import Connection
-from notifier.protocol import welcome
 
 if TYPE_CHECKING:
     from notifier.service import Notifier
@@ -53,11 +52,13 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
         token = token_from(auth, _environ_headers(environ), environ.get("QUERY_STRING", ""))
         try:
             principal = notifier.verifier.verify(token)
+            await notifier.admit(principal, sid)
         except AuthError as exc:
             notifier.auth_refused(exc.code, "socketio")
             raise socketio.exceptions.ConnectionRefusedError(
                 exc.message, {"code": exc.code}
             ) from None
+        last_event_id = auth.get("lastEventId") if isinstance(auth, dict) else None
 
         async def send(message: dict[str, Any]) -> None:
             await sio.emit(message["type"], message, to=sid)
@@ -69,11 +70,8 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
             # Runs after python-socketio has sent the CONNECT packet, so the client has
             # its connection before the first message arrives.
             if sid in connections:
-                notifier.hub.add(conn)
-                await send(welcome(principal))
-                log.info(
-                    "connected",
-                    extra={"conn": sid, "user": principal.user_id, "transport": conn.transport},
+                await notifier.establish(
+                    conn, last_event_id if isinstance(last_event_id, str) else None
                 )
 
         task = asyncio.get_running_loop().create_task(established())
@@ -84,7 +82,7 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
     async def disconnect(sid: str, reason: Any = None) -> None:
         conn = connections.pop(sid, None)
         if conn is not None:
-            notifier.hub.remove(conn)
+            await notifier.release(conn)
             log.info("disconnected", extra={"conn": sid, "reason": str(reason)})
 
     @sio.on("*")
