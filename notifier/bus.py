@@ -24,9 +24,10 @@ from notifier.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# KEYS: 1 events, 2 job hash, 3 user's jobs, 4 user's inbox, 5 broadcasts, 6 job's events
+# KEYS: 1 events, 2 job hash, 3 user's jobs, 4 user's inbox, 5 broadcasts, 6 job's events,
+#       7 running jobs
 # ARGV: 1 route, 2 type, 3 user, 4 job, 5 channel, 6 payload, 7 state, 8 attempt, 9 seq,
-#       10 snapshot, 11 now ms, 12 retention s, 13 stream maxlen, 14 inbox maxlen
+#       10 snapshot, 11 now ms, 12 retention s, 13 stream maxlen, 14 inbox maxlen, 15 lease ms
 PUBLISH_LUA = """
 local route, typ, user, job, channel, payload, state =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
@@ -67,6 +68,11 @@ if job ~= '' then
     'r', route, 't', typ, 'u', user, 'j', job, 'c', channel, 'p', payload)
   redis.call('EXPIRE', KEYS[6], retention)
   if terminal then
+    redis.call('ZREM', KEYS[7], job)
+  elseif state ~= 'queued' then
+    redis.call('ZADD', KEYS[7], tonumber(now) + tonumber(ARGV[15]), job)
+  end
+  if terminal then
     redis.pcall('XADD', KEYS[4], 'MAXLEN', ARGV[14], id,
       'r', route, 't', typ, 'u', user, 'j', job, 'c', channel, 'p', payload)
     redis.call('EXPIRE', KEYS[4], retention)
@@ -90,6 +96,7 @@ def _script_call(event: Event, settings: Settings) -> tuple[list[str], list[Any]
         keys.user_inbox(user),
         keys.BROADCASTS,
         keys.job_events(job),
+        keys.RUNNING,
     ]
     args = [
         event.route,
@@ -106,6 +113,7 @@ def _script_call(event: Event, settings: Settings) -> tuple[list[str], list[Any]
         settings.retention_seconds,
         settings.stream_max_events,
         settings.inbox_max_events,
+        int(settings.job_lease_seconds * 1000),
     ]
     return script_keys, args
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from notifier.auth import Principal
@@ -18,11 +18,14 @@ from notifier.events import StreamEvent, parse_event_id
 
 log = logging.getLogger(__name__)
 
-Sender = Callable[[dict[str, Any]], Awaitable[None]]
+Sender = Callable[[dict[str, Any], int], bool]
+
+#: Size assumed for small messages built on the server (answers, snapshots).
+SMALL = 256
 
 
 class Connection:
-    """One client connection. ``send`` delivers one wire message and must not block."""
+    """One client connection. ``send`` queues one wire message (its outbox) and never blocks."""
 
     __slots__ = (
         "channels",
@@ -32,7 +35,7 @@ class Connection:
         "pending",
         "principal",
         "replaying",
-        "send",
+        "sender",
         "transport",
     )
 
@@ -40,7 +43,7 @@ class Connection:
         self.id = conn_id
         self.principal = principal
         self.transport = transport  # "websocket" | "polling" | "native"
-        self.send = send
+        self.sender = send
         self.jobs: set[str] = set()
         self.channels: set[str] = set()
         #: Jobs whose subscription waits for its snapshot: live events are held back here.
@@ -50,6 +53,9 @@ class Connection:
         self.cursors: dict[str, tuple[int, int]] = {}
         #: While the connection's replay is being sent, live events wait here.
         self.replaying: list[StreamEvent] | None = None
+
+    def send(self, message: dict[str, Any], size: int = SMALL) -> bool:
+        return self.sender(message, size)
 
     @property
     def user_id(self) -> str:
@@ -76,15 +82,13 @@ class Hub:
         self.connections[conn.id] = conn
         self.by_user[conn.user_id].add(conn)
 
-    async def resume(self, conn: Connection, replay: Sequence[StreamEvent]) -> None:
+    def resume(self, conn: Connection, replay: Sequence[StreamEvent]) -> None:
         """Send the replayed events, then the live ones held meanwhile, without duplicates."""
         for event in replay:
-            await self._send(conn, event.job_id, event.message(), event.key)
-        while conn.replaying:
-            held, conn.replaying = conn.replaying, []
-            for event in held:
-                await self._deliver(conn, event, event.message(), replayed=True)
-        conn.replaying = None
+            self._send(conn, event.job_id, event.message(), event.key, _size(event))
+        held, conn.replaying = conn.replaying or [], None
+        for event in held:
+            self._deliver(conn, event, event.message())
 
     def remove(self, conn: Connection) -> None:
         if self.connections.pop(conn.id, None) is None:
@@ -109,15 +113,15 @@ class Hub:
         conn.cursors.pop(job_id, None)
         _discard(self.by_job, job_id, conn)
 
-    async def open_job(self, conn: Connection, job_id: str, snapshot: dict[str, Any]) -> None:
+    def open_job(self, conn: Connection, job_id: str, snapshot: dict[str, Any]) -> None:
         """Send the snapshot, then the live events held meanwhile that are newer than it."""
         held = conn.pending.pop(job_id, [])
         conn.jobs.add(job_id)
         key = parse_event_id(snapshot["eventId"])
         conn.cursors[job_id] = max(key, conn.cursors.get(job_id, key))
-        await self._send(conn, job_id, snapshot, None)  # always: it answers the subscribe
+        self._send(conn, job_id, snapshot, None, SMALL)  # always: it answers the subscribe
         for event in held:
-            await self._deliver(conn, event, event.message())
+            self._deliver(conn, event, event.message())
 
     def join_channel(self, conn: Connection, channel: str) -> None:
         conn.channels.add(channel)
@@ -144,24 +148,17 @@ class Hub:
         log.warning("event with unknown route dropped", extra={"event_id": event.event_id})
         return ()
 
-    async def dispatch(self, batch: Sequence[StreamEvent]) -> None:
+    def dispatch(self, batch: Sequence[StreamEvent]) -> None:
         for event in batch:
-            targets = list(self.recipients(event))
+            targets = self.recipients(event)
             if not targets:
                 continue
             message = event.message()  # decoded once, shared by every recipient
-            for conn in targets:
-                await self._deliver(conn, event, message)
+            for conn in list(targets):
+                self._deliver(conn, event, message)
 
-    async def _deliver(
-        self,
-        conn: Connection,
-        event: StreamEvent,
-        message: dict[str, Any],
-        *,
-        replayed: bool = False,
-    ) -> None:
-        if conn.replaying is not None and not replayed:
+    def _deliver(self, conn: Connection, event: StreamEvent, message: dict[str, Any]) -> None:
+        if conn.replaying is not None:
             conn.replaying.append(event)
             return
         job_id = event.job_id
@@ -170,26 +167,27 @@ class Hub:
             if held is not None:
                 held.append(event)
                 return
-        await self._send(conn, job_id, message, event.key)
+        self._send(conn, job_id, message, event.key, _size(event))
 
-    async def _send(
+    def _send(
         self,
         conn: Connection,
         job_id: str,
         message: dict[str, Any],
         key: tuple[int, int] | None,
+        size: int,
     ) -> None:
         if key is not None:
             seen = conn.cursors.get(job_id)
             if seen is not None and key <= seen:
                 return
             conn.cursors[job_id] = key
-        try:
-            await conn.send(message)
-        except Exception:
-            log.exception("send failed", extra={"conn": conn.id})
-            return
-        self.delivered += 1
+        if conn.send(message, size):
+            self.delivered += 1
+
+
+def _size(event: StreamEvent) -> int:
+    return len(event.payload) + 48  # the payload plus eventId and framing
 
 
 def _discard(index: defaultdict[str, set[Connection]], name: str, conn: Connection) -> None:

@@ -9,6 +9,11 @@ PREFIX = "jobcast"
 EVENTS = f"{PREFIX}:events"
 #: Broadcasts and channel messages, with the same ids as in EVENTS (for replay).
 BROADCASTS = f"{PREFIX}:broadcasts"
+#: Sorted set of started jobs scored by the expiry (ms) of their run's lease; a job whose
+#: lease lapsed (its worker died silently) is reaped as ``worker_lost``.
+RUNNING = f"{PREFIX}:running"
+#: Lock so that one notifier instance at a time sweeps RUNNING.
+REAPER_LOCK = f"{PREFIX}:reaper"
 
 
 def job(job_id: str) -> str:

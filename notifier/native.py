@@ -1,8 +1,7 @@
 """The native WebSocket adapter (``/ws/job-status-native``): JSON text frames, same protocol.
 
-Each connection has a bounded outbound queue drained by its own writer task, so a client
-that stops reading can never stall the dispatcher or grow the server's memory without
-bound: past ``JOBCAST_SEND_QUEUE_BYTES`` it is closed with reason ``slow_consumer``.
+Like Socket.IO connections, each has an :class:`~notifier.outbox.Outbox`: a slow reader is
+closed with reason ``slow_consumer`` (code 1008) instead of growing the server's memory.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -19,6 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from notifier.auth import AuthError, token_from
 from notifier.events import dumps
 from notifier.hub import Connection
+from notifier.outbox import Outbox
 from notifier.protocol import ClientError, decode_text
 
 if TYPE_CHECKING:
@@ -31,49 +30,6 @@ CLOSE_AUTH = 4401
 CLOSE_TOO_MANY = 4429
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
-
-
-class Outbox:
-    """A byte-bounded FIFO of encoded frames with one writer task."""
-
-    def __init__(self, ws: WebSocket, limit: int) -> None:
-        self._ws = ws
-        self._limit = limit
-        self._frames: deque[str] = deque()
-        self._bytes = 0
-        self._ready = asyncio.Event()
-        self._close: tuple[int, str] | None = None
-
-    def close(self, code: int, reason: str) -> None:
-        """Close once the frames already queued are sent."""
-        if self._close is None:
-            self._close = (code, reason)
-        self._ready.set()
-
-    def put(self, frame: str) -> bool:
-        if self._close is not None:
-            return False
-        if self._bytes + len(frame) > self._limit:
-            self._frames.clear()
-            self._bytes = 0
-            self.close(CLOSE_POLICY, "slow_consumer")
-            return False
-        self._frames.append(frame)
-        self._bytes += len(frame)
-        self._ready.set()
-        return True
-
-    async def drain(self) -> None:
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            while self._frames:
-                frame = self._frames.popleft()
-                self._bytes -= len(frame)
-                await self._ws.send_text(frame)
-            if self._close is not None:
-                await self._ws.close(*self._close)
-                return
 
 
 async def endpoint(ws: WebSocket, notifier: Notifier) -> None:
@@ -96,12 +52,11 @@ async def endpoint(ws: WebSocket, notifier: Notifier) -> None:
         await ws.close(code, f"{exc.code}: {exc.message}")
         return
 
-    outbox = Outbox(ws, settings.send_queue_bytes)
+    async def write(message: dict[str, Any]) -> None:
+        await ws.send_text(dumps(message))
 
-    async def send(message: dict[str, Any]) -> None:
-        outbox.put(dumps(message))
-
-    conn = Connection(conn_id, principal, "native", send)
+    outbox = Outbox(write, ws.close, settings.send_queue_bytes)
+    conn = Connection(conn_id, principal, "native", outbox.put)
     writer = asyncio.create_task(outbox.drain())
     try:
         await notifier.establish(conn, ws.query_params.get("lastEventId"))

@@ -108,11 +108,11 @@ class Protocol:
     ) -> dict[str, Any]:
         answer = error_message(code, message, request if isinstance(request, str) else None)
         log.info("client error", extra={"conn": conn.id, "code": code, "request": request})
-        await conn.send(answer)
+        conn.send(answer)
         return answer
 
-    async def _answer(self, conn: Connection, answer: dict[str, Any]) -> dict[str, Any]:
-        await conn.send(answer)
+    def _answer(self, conn: Connection, answer: dict[str, Any]) -> dict[str, Any]:
+        conn.send(answer)
         return answer
 
     async def subscribe_job(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
@@ -135,14 +135,14 @@ class Protocol:
             if state is None:
                 raise ClientError("job_not_found", f"job {job_id} not found")
             raise ClientError("forbidden", f"job {job_id} belongs to another user")
-        answer = await self._answer(conn, {"type": "subscribed", "jobId": job_id})
-        await self.hub.open_job(conn, job_id, state.snapshot_message())
+        answer = self._answer(conn, {"type": "subscribed", "jobId": job_id})
+        self.hub.open_job(conn, job_id, state.snapshot_message())
         return answer
 
     async def unsubscribe_job(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
         job_id = _text_field(msg, "jobId")
         self.hub.unwatch_job(conn, job_id)
-        return await self._answer(conn, {"type": "unsubscribed", "jobId": job_id})
+        return self._answer(conn, {"type": "unsubscribed", "jobId": job_id})
 
     async def subscribe_channel(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
         channel = _text_field(msg, "channel")
@@ -156,15 +156,15 @@ class Protocol:
         ):
             raise ClientError("too_many_subscriptions", "too many channel subscriptions")
         self.hub.join_channel(conn, channel)
-        return await self._answer(conn, {"type": "subscribed", "channel": channel})
+        return self._answer(conn, {"type": "subscribed", "channel": channel})
 
     async def unsubscribe_channel(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
         channel = _text_field(msg, "channel")
         self.hub.leave_channel(conn, channel)
-        return await self._answer(conn, {"type": "unsubscribed", "channel": channel})
+        return self._answer(conn, {"type": "unsubscribed", "channel": channel})
 
     async def ping(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
-        return await self._answer(conn, {"type": "pong", "timestamp": now_ms()})
+        return self._answer(conn, {"type": "pong", "timestamp": now_ms()})
 
     async def ack(self, conn: Connection, msg: dict[str, Any]) -> None:
         event_id = _text_field(msg, "eventId")

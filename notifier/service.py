@@ -31,6 +31,7 @@ from notifier.hub import Connection, Hub
 from notifier.origins import OriginPolicy
 from notifier.presence import Presence
 from notifier.protocol import Protocol, welcome
+from notifier.reaper import Reaper
 from notifier.recovery import Recovery, Replay
 from notifier.settings import Settings, get_settings
 from notifier.sio import SOCKETIO_PATH, create_server
@@ -113,8 +114,8 @@ class Notifier:
                 replay = Replay(False, await self.recovery.offline(conn.user_id, since))
         except Exception:
             log.exception("replay failed", extra={"conn": conn.id})
-        await conn.send(welcome(conn.principal, recovered=replay.recovered))
-        await self.hub.resume(conn, replay.events)
+        conn.send(welcome(conn.principal, recovered=replay.recovered))
+        self.hub.resume(conn, replay.events)
         log.info(
             "connected",
             extra={
@@ -162,7 +163,7 @@ class Notifier:
 
     async def _on_events(self, batch: Sequence[StreamEvent]) -> None:
         metrics.EVENTS_CONSUMED.inc(len(batch))
-        await self.hub.dispatch(batch)
+        self.hub.dispatch(batch)
         delivered = self.hub.delivered
         metrics.EVENTS_DELIVERED.inc(delivered - self._delivered_seen)
         self._delivered_seen = delivered
@@ -189,6 +190,9 @@ class Notifier:
         self._tasks = [
             asyncio.create_task(self.reader.run(), name="jobcast-event-reader"),
             asyncio.create_task(self._renew_leases(), name="jobcast-leases"),
+            asyncio.create_task(
+                Reaper(self._redis, settings, self.instance_id).run(), name="jobcast-reaper"
+            ),
         ]
         log.info("notifier started", extra={"instance": self.instance_id})
         try:

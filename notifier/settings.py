@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     inbox_max_events: int = 1000
     stream_max_events: int = 100_000
     read_batch: int = 500
+    #: A running job's lease, renewed by its worker; lapsed leases are reported as
+    #: worker_lost within job_lease_seconds + reaper_interval_seconds.
+    job_lease_seconds: float = 15.0
+    reaper_interval_seconds: float = 5.0
+    #: Terminal events kept per worker process while Redis is unreachable.
+    terminal_buffer_events: int = 1000
     #: A connection's presence lease: a dead instance's connections drop out after it.
     presence_lease_seconds: float = 20.0
 

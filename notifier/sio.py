@@ -10,6 +10,7 @@ import socketio
 
 from notifier.auth import AuthError, token_from
 from notifier.hub import Connection
+from notifier.outbox import Outbox
 
 if TYPE_CHECKING:
     from notifier.service import Notifier
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SOCKETIO_PATH = "ws/job-status"
+#: Packets waiting in Engine.IO's own queue before the outbox holds further messages back.
+ENGINEIO_QUEUE_HIGH = 64
 
 
 def _environ_headers(environ: dict[str, Any]) -> dict[str, str]:
@@ -46,6 +49,7 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
     )
     connections: dict[str, Connection] = {}
     background: set[asyncio.Task[None]] = set()
+    writers: dict[str, asyncio.Task[None]] = {}
 
     @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
@@ -60,19 +64,31 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
             ) from None
         last_event_id = auth.get("lastEventId") if isinstance(auth, dict) else None
 
-        async def send(message: dict[str, Any]) -> None:
+        async def write(message: dict[str, Any]) -> None:
             await sio.emit(message["type"], message, to=sid)
 
-        conn = Connection(sid, principal, sio.transport(sid), send)
+        async def close(code: int, reason: str) -> None:
+            log.warning("closing connection", extra={"conn": sid, "reason": reason})
+            await sio.disconnect(sid)
+
+        def backed_up() -> bool:
+            eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+            eio_socket = sio.eio.sockets.get(eio_sid) if eio_sid else None
+            return eio_socket is not None and eio_socket.queue.qsize() > ENGINEIO_QUEUE_HIGH
+
+        outbox = Outbox(write, close, settings.send_queue_bytes, backpressure=backed_up)
+        conn = Connection(sid, principal, sio.transport(sid), outbox.put)
         connections[sid] = conn
 
         async def established() -> None:
             # Runs after python-socketio has sent the CONNECT packet, so the client has
             # its connection before the first message arrives.
-            if sid in connections:
-                await notifier.establish(
-                    conn, last_event_id if isinstance(last_event_id, str) else None
-                )
+            if sid not in connections:
+                return
+            writers[sid] = asyncio.get_running_loop().create_task(outbox.drain())
+            await notifier.establish(
+                conn, last_event_id if isinstance(last_event_id, str) else None
+            )
 
         task = asyncio.get_running_loop().create_task(established())
         background.add(task)
@@ -81,6 +97,9 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
     @sio.event
     async def disconnect(sid: str, reason: Any = None) -> None:
         conn = connections.pop(sid, None)
+        writer = writers.pop(sid, None)
+        if writer is not None:
+            writer.cancel()
         if conn is not None:
             await notifier.release(conn)
             log.info("disconnected", extra={"conn": sid, "reason": str(reason)})

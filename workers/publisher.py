@@ -1,7 +1,10 @@
 """Publishing from Celery processes: one lazily created Redis client per process.
 
-Nothing here raises into a task or into Celery: a publish that fails is logged and
-dropped (progress is best-effort while Redis is away).
+Nothing here raises into a task or into Celery. While Redis is unreachable, progress is
+dropped (best effort, and without waiting on Redis for every ``report()``), and terminal
+events wait in a bounded per-process backlog that a background thread retries, in
+order, until Redis answers again. The same thread renews the leases of the jobs running
+in this process, so a job whose worker dies silently is reaped as ``worker_lost``.
 """
 
 from __future__ import annotations
@@ -9,55 +12,147 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections import deque
+from collections.abc import Callable
 
 import redis
 
 from notifier import keys
 from notifier.bus import publish_sync, sync_client
-from notifier.events import Event
+from notifier.events import Event, now_ms
 from notifier.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
-
-_lock = threading.Lock()
-_client: redis.Redis | None = None
-_client_pid: int | None = None
 
 
 def settings() -> Settings:
     return get_settings()
 
 
-def client() -> redis.Redis:
-    """This process's client, created on first use and again after a fork."""
-    global _client, _client_pid
+class Publisher:
+    """The publishing state of one process (recreated after a fork)."""
+
+    def __init__(self, config: Settings, running_jobs: Callable[[], list[str]]) -> None:
+        self.config = config
+        self.client: redis.Redis = sync_client(config)
+        self._running_jobs = running_jobs
+        self._backlog: deque[Event] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._down_until = 0.0
+        self._failures = 0
+        self._thread = threading.Thread(target=self._loop, name="jobcast-publisher", daemon=True)
+        self._thread.start()
+
+    def emit(self, event: Event) -> str | None:
+        terminal = event.terminal
+        with self._lock:
+            if terminal and self._backlog:  # keep terminal events in order behind the backlog
+                self._buffer(event)
+                return None
+        if not terminal and time.monotonic() < self._down_until:
+            return None  # Redis was just unreachable: progress is best effort
+        try:
+            event_id = publish_sync(self.client, event, self.config)
+        except (redis.RedisError, OSError) as exc:
+            self._failed(exc)
+            if terminal:
+                with self._lock:
+                    self._buffer(event)
+            else:
+                log.warning(
+                    "progress not published: Redis unavailable",
+                    extra={"job": event.job_id, "error": str(exc)},
+                )
+            return None
+        self._failures = 0
+        return event_id
+
+    def _buffer(self, event: Event) -> None:
+        if len(self._backlog) >= self.config.terminal_buffer_events:
+            dropped = self._backlog.popleft()
+            log.error("terminal event backlog full; oldest dropped", extra={"job": dropped.job_id})
+        self._backlog.append(event)
+        log.warning(
+            "terminal event buffered until Redis answers",
+            extra={"job": event.job_id, "type": event.type, "backlog": len(self._backlog)},
+        )
+        self._wake.set()
+
+    def _failed(self, exc: BaseException) -> None:
+        self._failures += 1
+        self._down_until = time.monotonic() + min(5.0, 0.25 * 2**self._failures)
+
+    def _flush(self) -> None:
+        while True:
+            with self._lock:
+                if not self._backlog:
+                    return
+                event = self._backlog[0]
+            publish_sync(self.client, event, self.config)  # raises while Redis is away
+            with self._lock:
+                self._backlog.popleft()
+            log.info("buffered terminal event published", extra={"job": event.job_id})
+
+    def _renew(self) -> None:
+        jobs = self._running_jobs()
+        if jobs:
+            expiry = now_ms() + int(self.config.job_lease_seconds * 1000)
+            self.client.zadd(keys.RUNNING, dict.fromkeys(jobs, expiry), xx=True)
+
+    def _loop(self) -> None:
+        period = self.config.job_lease_seconds / 3
+        delay = 0.25
+        while True:
+            self._wake.wait(timeout=period if not self._backlog else delay)
+            self._wake.clear()
+            try:
+                self._flush()
+                self._renew()
+                delay = 0.25
+            except (redis.RedisError, OSError) as exc:
+                self._failed(exc)
+                delay = min(5.0, delay * 2)
+                log.warning(
+                    "Redis unavailable; retrying",
+                    extra={"backlog": len(self._backlog), "retry_in_s": delay, "error": str(exc)},
+                )
+            except Exception:
+                log.exception("publisher thread error")
+
+
+_lock = threading.Lock()
+_publisher: Publisher | None = None
+_publisher_pid: int | None = None
+
+
+def _current() -> Publisher:
+    global _publisher, _publisher_pid
     pid = os.getpid()
-    if _client is None or _client_pid != pid:
+    if _publisher is None or _publisher_pid != pid:
         with _lock:
-            if _client is None or _client_pid != pid:
-                _client = sync_client(settings())
-                _client_pid = pid
-    return _client
+            if _publisher is None or _publisher_pid != pid:
+                from workers.tracking import RUNS
+
+                _publisher = Publisher(settings(), RUNS.job_ids)
+                _publisher_pid = pid
+    return _publisher
 
 
 def emit(event: Event) -> str | None:
-    """Append one event; returns its id, or None if it was dropped or Redis failed."""
+    """Append one event; returns its id, or None if it was dropped, deferred or failed."""
     try:
-        return publish_sync(client(), event, settings())
-    except (redis.RedisError, OSError) as exc:
-        log.warning(
-            "event not published: Redis unavailable",
-            extra={"job": event.job_id, "type": event.type, "error": str(exc)},
-        )
+        return _current().emit(event)
     except Exception:
         log.exception("event not published", extra={"job": event.job_id, "type": event.type})
-    return None
+        return None
 
 
 def owner_of(job_id: str) -> str | None:
     """The owner of a job, from its state in Redis (for signals sent outside the task)."""
     try:
-        owner = client().hget(keys.job(job_id), "owner")
+        owner = _current().client.hget(keys.job(job_id), "owner")
     except (redis.RedisError, OSError) as exc:
         log.warning("job owner lookup failed", extra={"job": job_id, "error": str(exc)})
         return None

@@ -1,0 +1,131 @@
+"""A per-connection outbound queue: bounded in bytes, coalescing progress, one writer task.
+
+The dispatcher only ever appends here, so a client that stops reading can neither stall
+delivery to the others nor grow the server's memory without bound. While a progress
+update of a job waits unsent, a newer one for the same job replaces it (status changes and
+terminal events are never merged). Past ``limit`` bytes the connection is closed with
+reason ``slow_consumer``; the client recovers by replay when it reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Write = Callable[[dict[str, Any]], Awaitable[None]]
+Close = Callable[[int, str], Awaitable[None]]
+Pressure = Callable[[], bool]
+
+SLOW_CONSUMER = "slow_consumer"
+CLOSE_POLICY = 1008
+
+
+def _progress_job(message: dict[str, Any]) -> str | None:
+    """The job of a pure progress update (mergeable), else None."""
+    if message.get("type") != "job_status_update" or message.get("snapshot"):
+        return None
+    data = message.get("data")
+    if isinstance(data, dict) and data.get("status") == "processing":
+        job = message.get("jobId")
+        return job if isinstance(job, str) else None
+    return None
+
+
+class _Item:
+    __slots__ = ("message", "size")
+
+    def __init__(self, message: dict[str, Any], size: int) -> None:
+        self.message = message
+        self.size = size
+
+
+class Outbox:
+    def __init__(
+        self,
+        write: Write,
+        close: Close,
+        limit: int,
+        *,
+        backpressure: Pressure | None = None,
+    ) -> None:
+        self._write = write
+        self._close_transport = close
+        self._limit = limit
+        self._backpressure = backpressure
+        self._items: deque[_Item] = deque()
+        self._latest_progress: dict[str, _Item] = {}
+        self._bytes = 0
+        self._ready = asyncio.Event()
+        self._close: tuple[int, str] | None = None
+        self.merged = 0
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
+    def put(self, message: dict[str, Any], size: int) -> bool:
+        """Queue ``message`` (about ``size`` bytes encoded); False once closing."""
+        if self._close is not None:
+            return False
+        job = _progress_job(message)
+        if job is not None:
+            waiting = self._latest_progress.get(job)
+            if waiting is not None:  # still unsent: replace it with the newer value
+                self._bytes += size - waiting.size
+                waiting.message, waiting.size = message, size
+                self.merged += 1
+                return True
+        else:
+            holder = message.get("jobId")
+            if isinstance(holder, str):
+                self._latest_progress.pop(holder, None)  # a later progress goes after this
+        if self._bytes + size > self._limit:
+            log.warning("slow consumer: closing", extra={"queued_bytes": self._bytes})
+            self._items.clear()
+            self._latest_progress.clear()
+            self._bytes = 0
+            self.close(CLOSE_POLICY, SLOW_CONSUMER)
+            return False
+        item = _Item(message, size)
+        self._items.append(item)
+        if job is not None:
+            self._latest_progress[job] = item
+        self._bytes += size
+        self._ready.set()
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        """Close once the messages already queued are written."""
+        if self._close is None:
+            self._close = (code, reason)
+        self._ready.set()
+
+    async def drain(self) -> None:
+        """The writer task: writes in order, waiting while the transport is backed up."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._items:
+                if self._backpressure is not None:
+                    for _ in range(200):  # bounded wait; the byte limit does the rest
+                        if not self._backpressure() or self._close is not None:
+                            break
+                        await asyncio.sleep(0.01)
+                item = self._items.popleft()
+                self._bytes -= item.size
+                job = _progress_job(item.message)
+                if job is not None and self._latest_progress.get(job) is item:
+                    del self._latest_progress[job]
+                try:
+                    await self._write(item.message)
+                except Exception as exc:  # the transport is gone; the adapter cleans up
+                    log.info("write failed; writer stops", extra={"error": repr(exc)})
+                    return
+            if self._close is not None:
+                await self._close_transport(*self._close)
+                return
