@@ -44,3 +44,17 @@ def user_connections(user_id: str) -> str:
 def user_cursor(user_id: str) -> str:
     """Hash: ``acked`` (the user's ``ack`` cursor) and ``seen`` (delivered live up to)."""
     return f"{PREFIX}:user:{user_id}:cursor"
+
+
+#: Sorted set of live notifier instances scored by the expiry (ms) of their lease.
+INSTANCES = f"{PREFIX}:instances"
+
+
+def instance_stats(instance_id: str) -> str:
+    """Hash of one notifier instance's figures (connections, subscriptions, deliveries)."""
+    return f"{PREFIX}:instance:{instance_id}:stats"
+
+
+def instance_users(instance_id: str) -> str:
+    """Set of the user ids connected to one notifier instance."""
+    return f"{PREFIX}:instance:{instance_id}:users"

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from notifier import metrics, native
+from notifier import metrics, native, stats
 from notifier.auth import AuthError, Principal, TokenVerifier
 from notifier.bus import StreamReader, async_client
 from notifier.events import StreamEvent
@@ -139,16 +139,6 @@ class Notifier:
         except Exception as exc:
             log.warning("presence not updated", extra={"conn": conn.id, "error": str(exc)})
 
-    async def _renew_leases(self) -> None:
-        period = self.settings.presence_lease_seconds / 4
-        while True:
-            await asyncio.sleep(period)
-            leases = [(c.user_id, c.id) for c in self.hub.connections.values()]
-            try:
-                await self.presence.renew(leases)
-            except Exception as exc:
-                log.warning("connection leases not renewed", extra={"error": str(exc)})
-
     def count_connections(self, transport: str) -> int:
         sio_transport = self.sio.transport
         count = 0
@@ -170,6 +160,45 @@ class Notifier:
         now = time.time() * 1000
         metrics.DELIVERY_DELAY.observe(max(0.0, now - batch[-1].key[0]) / 1000)
 
+    def figures(self) -> dict[str, int]:
+        """This instance's share of the cluster statistics."""
+        conns = self.hub.connections.values()
+        figures = {
+            "activeConnections": len(self.hub.connections),
+            "activeJobSubscriptions": sum(len(c.jobs) for c in conns),
+            "activeChannelSubscriptions": sum(len(c.channels) for c in conns),
+            "eventsDelivered": self.hub.delivered,
+        }
+        for transport in stats.TRANSPORTS:
+            figures[f"transport:{transport}"] = self.count_connections(transport)
+        return figures
+
+    async def _housekeeping(self) -> None:
+        """Once a second: publish this instance's statistics; every few seconds: renew the
+        leases of its connections."""
+        lease_every = max(1, int(self.settings.presence_lease_seconds / 4))
+        published_users: frozenset[str] | None = None
+        tick = 0
+        while True:
+            await asyncio.sleep(1.0)
+            tick += 1
+            try:
+                users = frozenset(self.hub.by_user)
+                await stats.publish_instance(
+                    self.redis,
+                    self.instance_id,
+                    self.figures(),
+                    set(users) if users != published_users else None,
+                    ttl_seconds=self.settings.presence_lease_seconds,
+                )
+                published_users = users
+                if tick % lease_every == 0:
+                    leases = [(c.user_id, c.id) for c in self.hub.connections.values()]
+                    await self.presence.renew(leases)
+            except Exception as exc:
+                published_users = None
+                log.warning("statistics and leases not published", extra={"error": str(exc)})
+
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         settings = self.settings
@@ -189,7 +218,7 @@ class Notifier:
         self.reader = StreamReader(self._redis, self._on_events, batch=settings.read_batch)
         self._tasks = [
             asyncio.create_task(self.reader.run(), name="jobcast-event-reader"),
-            asyncio.create_task(self._renew_leases(), name="jobcast-leases"),
+            asyncio.create_task(self._housekeeping(), name="jobcast-housekeeping"),
             asyncio.create_task(
                 Reaper(self._redis, settings, self.instance_id).run(), name="jobcast-reaper"
             ),
@@ -203,6 +232,8 @@ class Notifier:
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            with contextlib.suppress(Exception):
+                await stats.withdraw_instance(self._redis, self.instance_id)
             await self._redis.aclose()
             log.info("notifier stopped", extra={"instance": self.instance_id})
 

@@ -1,0 +1,85 @@
+"""``/api/v1/websocket``: connection statistics, user status, admin broadcasts."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import redis
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.deps import AdminUser, CurrentUser, Redis
+from api.errors import ApiError
+from notifier import bus, stats
+from notifier.events import Event, maintenance_notification, system_notification
+
+router = APIRouter(prefix="/api/v1/websocket", tags=["websocket"])
+
+
+class SystemBroadcast(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(min_length=1, max_length=2000)
+    level: Literal["info", "warning", "error", "critical"] = "info"
+
+
+class MaintenanceBroadcast(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(min_length=1, max_length=2000)
+    startsAt: int | None = Field(default=None, ge=0, description="Epoch milliseconds")
+    durationMinutes: int | None = Field(default=None, ge=0, le=7 * 24 * 60)
+
+
+def _user_id_out(user_id: str) -> str | int:
+    return int(user_id) if user_id.isdigit() and len(user_id) < 19 else user_id
+
+
+async def _broadcast(request: Request, client: Any, event: Event) -> dict[str, Any]:
+    try:
+        event_id = await bus.publish(client, event, request.app.state.settings)
+    except (redis.RedisError, OSError) as exc:
+        raise ApiError(503, "unavailable", "Redis is unavailable; nothing was sent") from exc
+    return {"eventId": event_id, "type": event.type}
+
+
+@router.get("/stats", summary="Connection statistics of every notifier instance (ADMIN)")
+async def get_stats(_: AdminUser, client: Redis) -> dict[str, Any]:
+    return {
+        "message": "WebSocket statistics retrieved successfully",
+        "data": await stats.cluster_stats(client),
+    }
+
+
+@router.get("/user/{userId}/status", summary="Whether a user is connected (that user or ADMIN)")
+async def user_status(userId: str, user: CurrentUser, client: Redis) -> dict[str, Any]:
+    if not user.may_see(userId):
+        raise ApiError(403, "forbidden", "You may only read your own status")
+    connections = await stats.user_connections(client, userId)
+    return {
+        "message": "User status retrieved successfully",
+        "data": {
+            "userId": _user_id_out(userId),
+            "connected": connections > 0,
+            "connections": connections,
+        },
+    }
+
+
+@router.post("/broadcast/system", summary="Send a system notification to everyone (ADMIN)")
+async def broadcast_system(
+    body: SystemBroadcast, request: Request, _: AdminUser, client: Redis
+) -> dict[str, Any]:
+    data = await _broadcast(request, client, system_notification(body.message, body.level))
+    return {"message": "System notification sent", "data": data}
+
+
+@router.post("/broadcast/maintenance", summary="Send a maintenance notification (ADMIN)")
+async def broadcast_maintenance(
+    body: MaintenanceBroadcast, request: Request, _: AdminUser, client: Redis
+) -> dict[str, Any]:
+    event = maintenance_notification(
+        body.message, starts_at=body.startsAt, duration_minutes=body.durationMinutes
+    )
+    data = await _broadcast(request, client, event)
+    return {"message": "Maintenance notification sent", "data": data}

@@ -1,0 +1,89 @@
+"""Cluster-wide connection statistics: each instance publishes its figures, readers sum them.
+
+Every instance rewrites its own stats hash (and, when it changed, the set of its users)
+once a second with a short expiry, and keeps a lease in ``jobcast:instances``; an
+instance that died without cleaning up drops out when its lease lapses.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from notifier import keys
+
+TRANSPORTS = ("websocket", "polling", "native")
+FIGURES = ("activeConnections", "activeJobSubscriptions", "activeChannelSubscriptions")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def publish_instance(
+    client: aioredis.Redis,
+    instance_id: str,
+    figures: dict[str, int],
+    users: set[str] | None,
+    ttl_seconds: float,
+) -> None:
+    """Write one instance's figures; ``users`` only when they changed since last time."""
+    ttl_ms = int(ttl_seconds * 1000)
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hset(keys.instance_stats(instance_id), mapping=figures)
+        pipe.pexpire(keys.instance_stats(instance_id), ttl_ms)
+        if users is not None:
+            pipe.delete(keys.instance_users(instance_id))
+            if users:
+                pipe.sadd(keys.instance_users(instance_id), *users)
+        pipe.pexpire(keys.instance_users(instance_id), ttl_ms)
+        pipe.zadd(keys.INSTANCES, {instance_id: _now_ms() + ttl_ms})
+        await pipe.execute()
+
+
+async def withdraw_instance(client: aioredis.Redis, instance_id: str) -> None:
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.delete(keys.instance_stats(instance_id), keys.instance_users(instance_id))
+        pipe.zrem(keys.INSTANCES, instance_id)
+        await pipe.execute()
+
+
+async def cluster_stats(client: aioredis.Redis) -> dict[str, Any]:
+    """The figures of ``GET /api/v1/websocket/stats``, summed over live instances."""
+    now = _now_ms()
+    await client.zremrangebyscore(keys.INSTANCES, "-inf", now)
+    instances = await client.zrange(keys.INSTANCES, 0, -1)
+    totals: dict[str, Any] = dict.fromkeys(FIGURES, 0)
+    by_transport = dict.fromkeys(TRANSPORTS, 0)
+    delivered = 0
+    live = 0
+    if instances:
+        async with client.pipeline(transaction=False) as pipe:
+            for instance in instances:
+                pipe.hgetall(keys.instance_stats(instance))
+            hashes = await pipe.execute()
+        for figures in hashes:
+            if not figures:
+                continue
+            live += 1
+            for name in FIGURES:
+                totals[name] += int(figures.get(name, 0))
+            for transport in TRANSPORTS:
+                by_transport[transport] += int(figures.get(f"transport:{transport}", 0))
+            delivered += int(figures.get("eventsDelivered", 0))
+    user_keys = [keys.instance_users(i) for i in instances]
+    active_users = len(await client.sunion(user_keys)) if user_keys else 0
+    return {
+        **totals,
+        "activeUsers": active_users,
+        "instances": live,
+        "connectionsByTransport": by_transport,
+        "eventsDelivered": delivered,
+    }
+
+
+async def user_connections(client: aioredis.Redis, user_id: str) -> int:
+    """The user's open connections on every instance (live leases)."""
+    return int(await client.zcount(keys.user_connections(user_id), _now_ms(), "+inf"))
