@@ -15,10 +15,12 @@ from typing import Any
 
 from notifier.auth import Principal
 from notifier.events import StreamEvent, parse_event_id
+from notifier.limits import RateLimiter
 
 log = logging.getLogger(__name__)
 
 Sender = Callable[[dict[str, Any], int], bool]
+Closer = Callable[[int, str], None]
 
 #: Size assumed for small messages built on the server (answers, snapshots).
 SMALL = 256
@@ -29,9 +31,11 @@ class Connection:
 
     __slots__ = (
         "channels",
+        "closer",
         "cursors",
         "id",
         "jobs",
+        "limiter",
         "pending",
         "principal",
         "replaying",
@@ -39,11 +43,21 @@ class Connection:
         "transport",
     )
 
-    def __init__(self, conn_id: str, principal: Principal, transport: str, send: Sender) -> None:
+    def __init__(
+        self,
+        conn_id: str,
+        principal: Principal,
+        transport: str,
+        send: Sender,
+        close: Closer,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.id = conn_id
         self.principal = principal
         self.transport = transport  # "websocket" | "polling" | "native"
         self.sender = send
+        self.closer = close
+        self.limiter = limiter
         self.jobs: set[str] = set()
         self.channels: set[str] = set()
         #: Jobs whose subscription waits for its snapshot: live events are held back here.
@@ -56,6 +70,10 @@ class Connection:
 
     def send(self, message: dict[str, Any], size: int = SMALL) -> bool:
         return self.sender(message, size)
+
+    def close(self, code: int, reason: str) -> None:
+        """Close after the messages already queued (the adapter picks the wire form)."""
+        self.closer(code, reason)
 
     @property
     def user_id(self) -> str:

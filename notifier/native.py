@@ -17,7 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from notifier.auth import AuthError, token_from
 from notifier.events import dumps
 from notifier.hub import Connection
-from notifier.outbox import Outbox
+from notifier.outbox import CLOSE_AUTH, CLOSE_POLICY, CLOSE_TOO_MANY, Outbox
 from notifier.protocol import ClientError, decode_text
 
 if TYPE_CHECKING:
@@ -26,10 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NATIVE_PATH = "/ws/job-status-native"
-CLOSE_AUTH = 4401
-CLOSE_TOO_MANY = 4429
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
 
 
 async def endpoint(ws: WebSocket, notifier: Notifier) -> None:
@@ -56,7 +52,9 @@ async def endpoint(ws: WebSocket, notifier: Notifier) -> None:
         await ws.send_text(dumps(message))
 
     outbox = Outbox(write, ws.close, settings.send_queue_bytes)
-    conn = Connection(conn_id, principal, "native", outbox.put)
+    conn = Connection(
+        conn_id, principal, "native", outbox.put, outbox.close, notifier.rate_limiter()
+    )
     writer = asyncio.create_task(outbox.drain())
     try:
         await notifier.establish(conn, ws.query_params.get("lastEventId"))
@@ -93,10 +91,7 @@ async def _read_loop(
             if raw is None:
                 raw = frame.get("bytes") or b""
             if len(raw) > limit:
-                await notifier.protocol.reject(
-                    conn, "message_too_large", f"messages are limited to {limit} bytes"
-                )
-                outbox.close(CLOSE_TOO_BIG, "message_too_large")
+                await notifier.protocol.too_large(conn)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(asyncio.shield(writer), timeout=5)
                 return

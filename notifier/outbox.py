@@ -22,7 +22,11 @@ Close = Callable[[int, str], Awaitable[None]]
 Pressure = Callable[[], bool]
 
 SLOW_CONSUMER = "slow_consumer"
+# WebSocket close codes (the native endpoint shows them; Socket.IO clients see a disconnect).
 CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_AUTH = 4401
+CLOSE_TOO_MANY = 4429
 
 
 def _progress_job(message: dict[str, Any]) -> str | None:

@@ -10,10 +10,13 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from notifier import store
-from notifier.auth import Principal
+from notifier.auth import AuthError, Principal, TokenVerifier
 from notifier.events import CHANNELS, now_ms, parse_event_id
 from notifier.hub import Connection, Hub
+from notifier.limits import Verdict
+from notifier.outbox import CLOSE_POLICY, CLOSE_TOO_BIG
 from notifier.presence import Presence
+from notifier.sessions import Sessions
 from notifier.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,13 +59,13 @@ def decode_text(text: str | bytes) -> Any:
         raise ClientError("bad_request", "message is not valid JSON") from exc
 
 
-def _text_field(msg: dict[str, Any], name: str) -> str:
+def _text_field(msg: dict[str, Any], name: str, max_length: int = MAX_ID_LENGTH) -> str:
     value = msg.get(name)
     if value is None or value == "":
         raise ClientError("bad_request", f"{name} is required")
-    if not isinstance(value, str) or len(value) > MAX_ID_LENGTH:
+    if not isinstance(value, str) or len(value) > max_length:
         raise ClientError(
-            "bad_request", f"{name} must be a string of at most {MAX_ID_LENGTH} characters"
+            "bad_request", f"{name} must be a string of at most {max_length} characters"
         )
     return value
 
@@ -72,12 +75,20 @@ Handler = Callable[[Connection, dict[str, Any]], Awaitable[dict[str, Any] | None
 
 class Protocol:
     def __init__(
-        self, hub: Hub, client: aioredis.Redis, settings: Settings, presence: Presence
+        self,
+        hub: Hub,
+        client: aioredis.Redis,
+        settings: Settings,
+        presence: Presence,
+        verifier: TokenVerifier,
+        sessions: Sessions,
     ) -> None:
         self.hub = hub
         self.redis = client
         self.settings = settings
         self.presence = presence
+        self.verifier = verifier
+        self.sessions = sessions
         self._handlers: dict[str, Handler] = {
             "subscribe_job": self.subscribe_job,
             "unsubscribe_job": self.unsubscribe_job,
@@ -85,12 +96,22 @@ class Protocol:
             "unsubscribe_channel": self.unsubscribe_channel,
             "ping": self.ping,
             "ack": self.ack,
+            "refresh_token": self.refresh_token,
         }
 
     async def handle(self, conn: Connection, msg: Any) -> dict[str, Any] | None:
         """Handle one client message. Every answer is sent to the connection; the first one
         is also returned (Socket.IO passes it to the client's ack callback)."""
         request = msg.get("type") if isinstance(msg, dict) else None
+        if conn.limiter is not None:
+            verdict = conn.limiter.check()
+            if verdict is not Verdict.OK:
+                answer = await self.reject(
+                    conn, "rate_limited", "Too many messages: slow down", request
+                )
+                if verdict is Verdict.CLOSE:
+                    conn.close(CLOSE_POLICY, "rate_limited")
+                return answer
         try:
             if not isinstance(msg, dict):
                 raise ClientError("bad_request", "message must be a JSON object")
@@ -102,6 +123,15 @@ class Protocol:
         except Exception:
             log.exception("client message failed", extra={"conn": conn.id, "request": request})
             return await self.reject(conn, "internal_error", "the server could not answer", request)
+
+    async def too_large(self, conn: Connection, request: object = None) -> dict[str, Any]:
+        """Answer ``message_too_large`` and close the connection (native: 1009)."""
+        limit = self.settings.max_message_bytes
+        answer = await self.reject(
+            conn, "message_too_large", f"messages are limited to {limit} bytes", request
+        )
+        conn.close(CLOSE_TOO_BIG, "message_too_large")
+        return answer
 
     async def reject(
         self, conn: Connection, code: str, message: str, request: object = None
@@ -175,3 +205,22 @@ class Protocol:
                 "bad_request", "eventId must be a stream id like '1700000000000-0'"
             ) from exc
         return None
+
+    async def refresh_token(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
+        token = _text_field(msg, "token", max_length=self.settings.jwt_max_length)
+        try:
+            principal = self.verifier.verify(token)
+        except AuthError as exc:
+            raise ClientError("invalid_token", exc.message) from exc
+        if principal.user_id != conn.user_id:
+            raise ClientError("invalid_token", "the new token is for another user")
+        conn.principal = principal
+        self.sessions.watch(conn)
+        expires = principal.expires_at
+        return self._answer(
+            conn,
+            {
+                "type": "token_refreshed",
+                "expiresAt": int(expires * 1000) if expires != float("inf") else None,
+            },
+        )

@@ -28,11 +28,13 @@ from notifier.auth import AuthError, Principal, TokenVerifier
 from notifier.bus import StreamReader, async_client
 from notifier.events import StreamEvent
 from notifier.hub import Connection, Hub
+from notifier.limits import RateLimiter
 from notifier.origins import OriginPolicy
 from notifier.presence import Presence
 from notifier.protocol import Protocol, welcome
 from notifier.reaper import Reaper
 from notifier.recovery import Recovery, Replay
+from notifier.sessions import Sessions
 from notifier.settings import Settings, get_settings
 from notifier.sio import SOCKETIO_PATH, create_server
 
@@ -45,6 +47,7 @@ class Notifier:
         self.verifier = TokenVerifier(self.settings)  # fails now, naming a missing key
         self.origins = OriginPolicy(self.settings.cors_origins)
         self.hub = Hub()
+        self.sessions = Sessions(self.settings.session_warning_seconds)
         self.sio = create_server(self)
         self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._redis: aioredis.Redis | None = None
@@ -85,6 +88,12 @@ class Notifier:
 
     # --- connection life cycle, shared by the Socket.IO and native adapters
 
+    def rate_limiter(self) -> RateLimiter:
+        settings = self.settings
+        return RateLimiter(
+            settings.rate_limit_per_second, settings.rate_limit_burst, settings.flood_close_seconds
+        )
+
     async def admit(self, principal: Principal, conn_id: str) -> None:
         """Take a connection slot for the user, cluster-wide, or refuse the connection."""
         limit = self.settings.max_connections_per_user
@@ -116,6 +125,7 @@ class Notifier:
             log.exception("replay failed", extra={"conn": conn.id})
         conn.send(welcome(conn.principal, recovered=replay.recovered))
         self.hub.resume(conn, replay.events)
+        self.sessions.watch(conn)
         log.info(
             "connected",
             extra={
@@ -131,6 +141,7 @@ class Notifier:
     async def release(self, conn: Connection) -> None:
         """Forget ``conn``; remember how far its user had been served live."""
         self.hub.remove(conn)
+        self.sessions.forget(conn)
         try:
             await self.presence.close(conn.user_id, conn.id)
             last = self.reader.last_id if self.reader else None
@@ -214,7 +225,9 @@ class Notifier:
             retention_seconds=settings.retention_seconds,
             inbox_max=settings.inbox_max_events,
         )
-        self._protocol = Protocol(self.hub, self._redis, settings, self._presence)
+        self._protocol = Protocol(
+            self.hub, self._redis, settings, self._presence, self.verifier, self.sessions
+        )
         self.reader = StreamReader(self._redis, self._on_events, batch=settings.read_batch)
         self._tasks = [
             asyncio.create_task(self.reader.run(), name="jobcast-event-reader"),

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     log_format: str = "text"
 
     # --- limits
+    auth_timeout_seconds: float = 10.0
+    rate_limit_per_second: float = 20.0
+    rate_limit_burst: float = 40.0
+    flood_close_seconds: float = 5.0
+    session_warning_seconds: float = 60.0
     max_message_bytes: int = 4096
     max_job_subscriptions: int = 100
     max_channel_subscriptions: int = 20

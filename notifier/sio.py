@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import socketio
 
 from notifier.auth import AuthError, token_from
+from notifier.events import dumps
 from notifier.hub import Connection
 from notifier.outbox import Outbox
 
@@ -27,6 +28,25 @@ def _environ_headers(environ: dict[str, Any]) -> dict[str, str]:
     return {"authorization": auth} if auth else {}
 
 
+class _Server(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server, closing Engine.IO sessions that never authenticate."""
+
+    auth_timeout = 10.0
+    _timers: set[asyncio.Task[None]]
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
+        await super()._handle_eio_connect(eio_sid, environ)
+        timer = asyncio.get_running_loop().create_task(self._expire_unauthenticated(eio_sid))
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
+
+    async def _expire_unauthenticated(self, eio_sid: str) -> None:
+        await asyncio.sleep(self.auth_timeout)
+        if eio_sid in self.environ and self.manager.sid_from_eio_sid(eio_sid, "/") is None:
+            log.info("closing a session that never authenticated", extra={"eio_sid": eio_sid})
+            await self.eio.disconnect(eio_sid)
+
+
 def create_server(notifier: Notifier) -> socketio.AsyncServer:
     settings = notifier.settings
 
@@ -34,7 +54,7 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
         scheme = environ.get("HTTP_X_FORWARDED_PROTO", environ.get("wsgi.url_scheme", "http"))
         return notifier.origins.allows(origin, scheme=scheme, host=environ.get("HTTP_HOST"))
 
-    sio = socketio.AsyncServer(
+    sio = _Server(
         async_mode="asgi",
         cors_allowed_origins=origin_allowed,
         transports=["polling", "websocket"],
@@ -47,6 +67,8 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
         logger=False,
         engineio_logger=False,
     )
+    sio.auth_timeout = settings.auth_timeout_seconds
+    sio._timers = set()
     connections: dict[str, Connection] = {}
     background: set[asyncio.Task[None]] = set()
     writers: dict[str, asyncio.Task[None]] = {}
@@ -77,7 +99,9 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
             return eio_socket is not None and eio_socket.queue.qsize() > ENGINEIO_QUEUE_HIGH
 
         outbox = Outbox(write, close, settings.send_queue_bytes, backpressure=backed_up)
-        conn = Connection(sid, principal, sio.transport(sid), outbox.put)
+        conn = Connection(
+            sid, principal, sio.transport(sid), outbox.put, outbox.close, notifier.rate_limiter()
+        )
         connections[sid] = conn
 
         async def established() -> None:
@@ -109,12 +133,18 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
         conn = connections.get(sid)
         if conn is None:
             return None
-        payload = args[0] if args else None
+        payload = args[0] if len(args) == 1 else {} if not args else args
+        try:
+            size = len(dumps(payload))
+        except (TypeError, ValueError):
+            size = -1
+        if size > settings.max_message_bytes:
+            return await notifier.protocol.too_large(conn, event)
         if payload is None:
             payload = {}
-        if not isinstance(payload, dict):
+        if not isinstance(payload, dict) or size < 0:
             return await notifier.protocol.reject(
-                conn, "bad_request", "the payload must be an object", event
+                conn, "bad_request", "the payload must be one JSON object", event
             )
         return await notifier.protocol.handle(conn, {**payload, "type": event})
 
