@@ -1,0 +1,132 @@
+"""An asyncio client for Python services that follow jobs (the ``jobcast watch`` CLI uses it).
+
+    async with JobcastClient("http://127.0.0.1:8080", token) as client:
+        async for message in client.watch(job_id):
+            print(message["type"], message.get("data"))
+
+It does what the contract asks of client helpers: it reconnects with ``lastEventId`` (so
+the server replays what was missed), drops duplicates by ``eventId``, subscribes again to
+its jobs after a reconnect (whose snapshot sums up missed progress), and acknowledges
+terminal events so they are not delivered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import socketio
+
+from notifier.events import JOB_COMPLETED, JOB_ERROR, TERMINAL_STATES, parse_event_id
+
+SOCKETIO_PATH = "/ws/job-status"
+_SEEN_LIMIT = 10_000
+
+
+def is_terminal(message: dict[str, Any]) -> bool:
+    if message.get("type") in (JOB_COMPLETED, JOB_ERROR):
+        return True
+    data = message.get("data")
+    return isinstance(data, dict) and data.get("status") in TERMINAL_STATES
+
+
+class JobcastClient:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        transports: Sequence[str] = ("polling", "websocket"),
+        last_event_id: str | None = None,
+        ack: bool = True,
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.last_event_id = last_event_id
+        self.recovered: bool | None = None
+        self._transports = list(transports)
+        self._ack = ack
+        self._jobs: set[str] = set()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._sio = socketio.AsyncClient(reconnection=True, reconnection_delay_max=5)
+        self._sio.on("*", self._on_message)
+        self._sio.on("connect", self._on_connect)
+
+    async def __aenter__(self) -> JobcastClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    def _auth(self) -> dict[str, str]:
+        auth = {"token": self.token}
+        if self.last_event_id:
+            auth["lastEventId"] = self.last_event_id
+        return auth
+
+    async def connect(self) -> None:
+        await self._sio.connect(
+            self.url, socketio_path=SOCKETIO_PATH, auth=self._auth, transports=self._transports
+        )
+
+    async def close(self) -> None:
+        await self._sio.disconnect()
+
+    @property
+    def transport(self) -> str:
+        return str(self._sio.transport())
+
+    async def _on_connect(self) -> None:
+        for job_id in sorted(self._jobs):  # after a reconnect: the snapshot sums up the gap
+            await self._sio.emit("subscribe_job", {"jobId": job_id})
+
+    async def _on_message(self, event: str, data: Any = None) -> None:
+        if not isinstance(data, dict):
+            return
+        if event == "connection_established":
+            self.recovered = bool(data.get("recovered"))
+        event_id = data.get("eventId")
+        if isinstance(event_id, str):
+            if event_id in self._seen:
+                return
+            self._seen[event_id] = None
+            if len(self._seen) > _SEEN_LIMIT:
+                self._seen.popitem(last=False)
+            if not data.get("snapshot") and (
+                self.last_event_id is None
+                or parse_event_id(event_id) > parse_event_id(self.last_event_id)
+            ):
+                self.last_event_id = event_id
+            if self._ack and is_terminal(data):
+                await self._sio.emit("ack", {"eventId": event_id})
+        await self._queue.put(data)
+
+    async def messages(self) -> AsyncIterator[dict[str, Any]]:
+        """Every message from the server, once each, in arrival order."""
+        while True:
+            yield await self._queue.get()
+
+    async def subscribe(self, job_id: str) -> dict[str, Any]:
+        """Subscribe to a job; returns the server's answer (``subscribed`` or ``error``)."""
+        self._jobs.add(job_id)
+        answer = await self._sio.call("subscribe_job", {"jobId": job_id}, timeout=10)
+        if not isinstance(answer, dict) or answer.get("type") == "error":
+            self._jobs.discard(job_id)
+        return answer if isinstance(answer, dict) else {"type": "error", "code": "no_answer"}
+
+    async def watch(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
+        """The job's messages (the snapshot first) until its terminal one, inclusive."""
+        answer = await self.subscribe(job_id)
+        if answer.get("type") == "error":
+            raise LookupError(f"{answer.get('code')}: {answer.get('message')}")
+        async for message in self.messages():
+            if message.get("jobId") != job_id:
+                continue
+            yield message
+            if is_terminal(message):
+                self._jobs.discard(job_id)
+                return
