@@ -189,6 +189,13 @@ class StreamReader:
         """Connected, and a read returned recently (the loop is alive)."""
         return self.connected and time.monotonic() - self._last_ok < self._block_ms / 1000 + 5
 
+    async def lag(self, cap: int = 1000) -> int:
+        """How many entries the stream holds after this reader's last id (at most ``cap``)."""
+        if self.last_id is None:
+            return 0
+        newer = await self._client.xrange(keys.EVENTS, min=f"({self.last_id}", count=cap)
+        return len(newer)
+
     async def _tail(self) -> str:
         newest = await self._client.xrevrange(keys.EVENTS, count=1)
         return str(newest[0][0]) if newest else "0-0"

@@ -18,3 +18,7 @@ DELIVERY_DELAY = Histogram(
     "From the event's timestamp to its emission to the first recipient",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+READER_LAG = Gauge(
+    "jobcast_reader_lag_entries",
+    "Stream entries between the event stream's head and this instance's last id (capped)",
+)

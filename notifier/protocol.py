@@ -9,7 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from notifier import store
+from notifier import metrics, store
 from notifier.auth import AuthError, Principal, TokenVerifier
 from notifier.events import CHANNELS, now_ms, parse_event_id
 from notifier.hub import Connection, Hub
@@ -136,6 +136,7 @@ class Protocol:
     async def reject(
         self, conn: Connection, code: str, message: str, request: object = None
     ) -> dict[str, Any]:
+        metrics.CLIENT_ERRORS.labels(code).inc()
         answer = error_message(code, message, request if isinstance(request, str) else None)
         log.info("client error", extra={"conn": conn.id, "code": code, "request": request})
         conn.send(answer)

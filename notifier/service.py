@@ -203,6 +203,8 @@ class Notifier:
                     ttl_seconds=self.settings.presence_lease_seconds,
                 )
                 published_users = users
+                if self.reader is not None:
+                    metrics.READER_LAG.set(await self.reader.lag())
                 if tick % lease_every == 0:
                     leases = [(c.user_id, c.id) for c in self.hub.connections.values()]
                     await self.presence.renew(leases)
