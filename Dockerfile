@@ -1,0 +1,26 @@
+# jobcast: one image for every part (worker, notifier+api, notifier, flower);
+# docker-compose.yml picks the command.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Only what the package needs (pyproject's readme is README.md).
+COPY pyproject.toml README.md ./
+COPY workers ./workers
+COPY notifier ./notifier
+COPY api ./api
+RUN pip install . \
+    && useradd --create-home --uid 10001 --user-group jobcast
+
+USER jobcast
+
+# Inside a container the server listens on every interface; the ports are the compose's choice.
+ENV JOBCAST_HTTP_HOST=0.0.0.0
+EXPOSE 8080
+
+CMD ["python", "-m", "api", "--host", "0.0.0.0", "--port", "8080"]

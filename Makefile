@@ -1,0 +1,114 @@
+# jobcast: one entry point for setting up, running and checking.
+#   make run    the whole stack (Redis if none answers, worker, API on :8080, Flower on :5555)
+#   make test   unit tests, then integration tests (real Redis, worker and uvicorn processes)
+# Each part alone: make worker | api | notifier | api-only | flower.
+# Extra arguments for a part's command: make api ARGS="--port 8090"
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test test-unit test-integration lint format typecheck audit check \
+        worker notifier api api-only flower compose-config clean distclean
+
+help:
+	@echo "make run             start Redis (if none answers), a worker, the API and Flower"
+	@echo "make test            unit tests, then integration tests"
+	@echo "make lint|typecheck|audit|check   ruff, mypy, pip-audit, all three"
+	@echo "make worker|api|notifier|api-only|flower   one part (ARGS=... for extra options)"
+	@echo "make compose-config  validate docker-compose.yml"
+	@echo "make venv|clean|distclean"
+
+# --- set-up: .venv with the package (editable) and the test and dev tools.
+# Reinstalls when pyproject.toml changes (the stamp is older than it).
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: python3.11 (or python3) not found on PATH" >&2; exit 1; }
+	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test,dev]"
+	@touch $(STAMP)
+
+# --- run
+
+run: venv
+	$(BIN)/python -m api.launcher $(ARGS)
+
+worker: venv
+	$(BIN)/python -m celery -A workers.app worker -l INFO $(ARGS)
+
+# The notifier and the REST API composed in one ASGI app (the default deployment, :8080).
+api: venv
+	$(BIN)/python -m api $(ARGS)
+
+# The notifier alone (Socket.IO, native WebSocket, /healthz, /readyz, /metrics).
+notifier: venv
+	$(BIN)/python -m notifier $(ARGS)
+
+# The REST API alone (app api.rest:app). Served through `python -m api --app` rather than
+# plain `uvicorn api.rest:app` so uvicorn's own logs are redacted too (tokens in ?token=).
+api-only: venv
+	$(BIN)/python -m api --app api.rest:app $(ARGS)
+
+# Basic auth is passed through Flower's FLOWER_BASIC_AUTH, not on the command line.
+flower: venv
+	FLOWER_BASIC_AUTH="$${JOBCAST_FLOWER_BASIC_AUTH:?set JOBCAST_FLOWER_BASIC_AUTH=user:password}" \
+	$(BIN)/python -m celery -A workers.app flower \
+		--port=$${JOBCAST_FLOWER_PORT:-5555} --address=127.0.0.1 $(ARGS)
+
+# --- checks
+
+# Both phases always run; the target fails if either fails or selects no test at all
+# (pytest's exit 5 is not a success). To run a selection: make test-unit ARGS="-k name".
+test: venv
+	@unit=0; integration=0; \
+	echo "== unit tests (-m 'not integration')"; \
+	$(BIN)/python -m pytest -m "not integration" $(ARGS) || unit=$$?; \
+	echo "== integration tests (-m integration)"; \
+	$(BIN)/python -m pytest -m integration $(ARGS) || integration=$$?; \
+	echo "== unit tests: exit $$unit, integration tests: exit $$integration"; \
+	if [ $$unit -eq 5 ] || [ $$integration -eq 5 ]; then \
+		echo "error: a test phase collected no tests (pytest exit 5)" >&2; fi; \
+	if [ $$unit -ne 0 ]; then exit $$unit; fi; \
+	exit $$integration
+
+test-unit: venv
+	$(BIN)/python -m pytest -m "not integration" $(ARGS)
+
+test-integration: venv
+	$(BIN)/python -m pytest -m integration $(ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: venv
+	$(BIN)/mypy
+
+# jobcast itself is not on PyPI: audit its dependencies only.
+audit: venv
+	$(BIN)/pip-audit --skip-editable
+
+check: lint typecheck audit
+
+# Needs the Docker Compose v2 plugin. `config` only reads the file; a placeholder secret
+# stands in when JOBCAST_JWT_SECRET is not set, as compose refuses to expand without it.
+compose-config:
+	JOBCAST_JWT_SECRET="$${JOBCAST_JWT_SECRET:-compose-config-check}" \
+	JOBCAST_FLOWER_BASIC_AUTH="$${JOBCAST_FLOWER_BASIC_AUTH:-admin:compose-config-check}" \
+	docker compose config -q
+
+clean:
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache build dist tests/artifacts
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
