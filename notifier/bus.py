@@ -3,7 +3,9 @@
 Publishing appends the event to the event stream and, in the same Lua script, updates the
 job's state, the owner's job list, the owner's inbox and the job's own history, so that a
 snapshot, a replay and a live read never disagree. Ordering rules live here too: a terminal
-state is final, and events of an older attempt or step of a task are dropped.
+state is final, and events of an older attempt or step of a task are dropped. A job holds a
+lease in the running set while it runs; a ``retrying`` job waits in the queue (its retry
+countdown may outlast any lease), so, like a ``queued`` one, it holds none.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ if job ~= '' then
   redis.pcall('XADD', KEYS[6], 'MAXLEN', '~', 1000, id,
     'r', route, 't', typ, 'u', user, 'j', job, 'c', channel, 'p', payload)
   redis.call('EXPIRE', KEYS[6], retention)
-  if terminal then
+  if terminal or state == 'retrying' then
     redis.call('ZREM', KEYS[7], job)
   elseif state ~= 'queued' then
     redis.call('ZADD', KEYS[7], tonumber(now) + tonumber(ARGV[15]), job)
@@ -116,6 +118,16 @@ def _script_call(event: Event, settings: Settings) -> tuple[list[str], list[Any]
         int(settings.job_lease_seconds * 1000),
     ]
     return script_keys, args
+
+
+def text(raw: Any) -> str:
+    """A reply value as ``str`` (clients decode responses; this also satisfies the types)."""
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def stream_events(entries: Any) -> list[StreamEvent]:
+    """``XRANGE``/``XREAD`` entries as :class:`StreamEvent` objects."""
+    return [StreamEvent.from_entry(text(eid), dict(fields or {})) for eid, fields in entries or ()]
 
 
 def _result(raw: Any) -> str | None:
@@ -194,7 +206,7 @@ class StreamReader:
         if self.last_id is None:
             return 0
         newer = await self._client.xrange(keys.EVENTS, min=f"({self.last_id}", count=cap)
-        return len(newer)
+        return len(newer or ())
 
     async def _tail(self) -> str:
         newest = await self._client.xrevrange(keys.EVENTS, count=1)
@@ -215,10 +227,10 @@ class StreamReader:
                 self.connected = True
                 self._last_ok = time.monotonic()
                 attempt = 0
-                for _stream, entries in response or ():
-                    if not entries:
+                for stream_reply in response or ():
+                    batch = stream_events(stream_reply[1])
+                    if not batch:
                         continue
-                    batch = [StreamEvent.from_entry(eid, fields) for eid, fields in entries]
                     self.last_id = batch[-1].event_id
                     try:
                         await self._handler(batch)

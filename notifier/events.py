@@ -8,6 +8,7 @@ This module imports nothing of Celery, Socket.IO or FastAPI, so it is cheap ever
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -50,12 +51,15 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+
+
 def parse_event_id(event_id: str) -> tuple[int, int]:
     """``"<ms>-<seq>"`` as two numbers; ``ValueError`` for anything else."""
-    ms, sep, seq = event_id.partition("-")
-    if not sep or not ms.isdigit() or not seq.isdigit():
-        raise ValueError(f"not a stream id: {event_id!r}")
-    return int(ms), int(seq)
+    match = _EVENT_ID.fullmatch(event_id) if isinstance(event_id, str) else None
+    if match is None:
+        raise ValueError(f"not a stream id: {str(event_id)[:64]!r}")
+    return int(match[1]), int(match[2])
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,32 @@ def status_update(
     if message is not None:
         data["message"] = message
     data.update(extra)
+    return _status_event(job_id, user_id, data, attempt, seq)
+
+
+def retrying(
+    job_id: str,
+    user_id: str,
+    retry: int,
+    *,
+    retry_in_seconds: float | None = None,
+    message: str | None = None,
+    attempt: int = 0,
+    seq: int = 0,
+) -> Event:
+    """``retrying``: ``data.attempt`` is the retry's number (1 for the first retry) and
+    ``data.retryInSeconds`` when it runs; ``attempt``/``seq`` order the event, as above."""
+    data: dict[str, Any] = {"status": RETRYING}
+    if message is not None:
+        data["message"] = message
+    data["attempt"] = retry
+    if retry_in_seconds is not None:
+        data["retryInSeconds"] = max(0.0, float(retry_in_seconds))
+    return _status_event(job_id, user_id, data, attempt, seq)
+
+
+def _status_event(job_id: str, user_id: str, data: dict[str, Any], attempt: int, seq: int) -> Event:
+    status = data["status"]
     msg = {"type": JOB_STATUS_UPDATE, "jobId": job_id, "timestamp": now_ms(), "data": data}
     return Event(
         route="owner" if status == CANCELLED else "job",
@@ -236,3 +266,31 @@ class StreamEvent:
     @property
     def terminal(self) -> bool:
         return self.route == "owner" and self.job_id != ""
+
+
+# --- result payloads
+
+#: How much of an oversized result's JSON a truncation marker keeps, in bytes.
+RESULT_PREVIEW_BYTES = 1024
+
+
+def result_payload(result: Any, max_bytes: int, *, task_id: str | None = None) -> Any:
+    """``result`` as ``job_completed.result``: unchanged when its JSON fits in ``max_bytes``,
+    else a marker ``{"truncated": true, "bytes": N, "limit": max_bytes, "preview": "..."}``
+    (plus ``taskId`` when the full result can be fetched from Celery's result backend).
+
+    Raises ``TypeError``/``ValueError`` when ``result`` is not JSON.
+    """
+    encoded = dumps(result).encode()
+    if len(encoded) <= max_bytes:
+        return result
+    preview = encoded[: min(RESULT_PREVIEW_BYTES, max_bytes)].decode(errors="ignore")
+    marker: dict[str, Any] = {
+        "truncated": True,
+        "bytes": len(encoded),
+        "limit": max_bytes,
+        "preview": preview,
+    }
+    if task_id:
+        marker["taskId"] = task_id
+    return marker

@@ -58,3 +58,14 @@ def instance_stats(instance_id: str) -> str:
 def instance_users(instance_id: str) -> str:
     """Set of the user ids connected to one notifier instance."""
     return f"{PREFIX}:instance:{instance_id}:users"
+
+
+def canvas(job_id: str) -> str:
+    """Hash of a canvas job's aggregate: member task ids, per-member progress and results,
+    counters (done, running, seq) and the aggregate's ETA state."""
+    return f"{PREFIX}:canvas:{job_id}"
+
+
+def task_job(task_id: str) -> str:
+    """String: the canvas job a member task belongs to (for signals sent without headers)."""
+    return f"{PREFIX}:task:{task_id}:job"

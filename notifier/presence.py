@@ -14,6 +14,8 @@ import time
 import redis.asyncio as aioredis
 
 from notifier import keys
+from notifier.bus import text
+from notifier.events import parse_event_id
 
 # KEYS: 1 user's connections; ARGV: 1 member, 2 now ms, 3 expiry ms, 4 max connections
 _OPEN_LUA = """
@@ -100,7 +102,7 @@ class Presence:
     async def cursor(self, user_id: str) -> str | None:
         """The newest of the user's ``acked`` and ``seen`` cursors."""
         values = await self._redis.hmget(keys.user_cursor(user_id), ["acked", "seen"])
-        ids = [v for v in values if v]
+        ids = [text(v) for v in values if v]
         if not ids:
             return None
-        return max(ids, key=lambda v: tuple(int(p) for p in v.split("-")))
+        return max(ids, key=parse_event_id)

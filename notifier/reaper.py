@@ -17,7 +17,7 @@ import redis
 import redis.asyncio as aioredis
 
 from notifier import keys
-from notifier.bus import publish
+from notifier.bus import publish, text
 from notifier.events import job_error, now_ms
 from notifier.settings import Settings
 
@@ -45,13 +45,17 @@ class Reaper:
         """Reap the lapsed jobs once; returns how many were reported."""
         reaped = 0
         now = now_ms()
-        lapsed = await self._redis.zrangebyscore(keys.RUNNING, "-inf", now, start=0, num=100)
+        lapsed = [
+            text(job)
+            for job in await self._redis.zrangebyscore(keys.RUNNING, "-inf", now, start=0, num=100)
+        ]
         for job_id in lapsed:
             if not await self._claim(keys=[keys.RUNNING], args=[job_id, now]):
                 continue
-            owner = await self._redis.hget(keys.job(job_id), "owner")
-            if not owner:
+            raw_owner = await self._redis.hget(keys.job(job_id), "owner")
+            if not raw_owner:
                 continue
+            owner = text(raw_owner)
             lease = self._settings.job_lease_seconds
             event = job_error(
                 job_id,

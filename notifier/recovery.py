@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from notifier import keys
+from notifier.bus import stream_events, text
 from notifier.events import StreamEvent, now_ms, parse_event_id
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,8 @@ class Recovery:
         start = max(after, self._floor(), key=parse_event_id)
         inbox = await self._redis.xrange(keys.user_inbox(user_id), min=f"({start}", count=self._cap)
         shared = await self._redis.xrange(keys.BROADCASTS, min=f"({start}", count=self._cap)
-        mine = (StreamEvent.from_entry(eid, f) for eid, f in inbox)
-        everyone = (
-            event
-            for event in (StreamEvent.from_entry(eid, f) for eid, f in shared)
-            if event.route == "all"
-        )
+        mine = stream_events(inbox)
+        everyone = (event for event in stream_events(shared) if event.route == "all")
         return list(heapq.merge(mine, everyone, key=lambda e: e.key))
 
     async def _resumable(self, user_id: str, last_event_id: str) -> bool:
@@ -69,15 +66,14 @@ class Recovery:
         for stream in (keys.user_inbox(user_id), keys.BROADCASTS):
             if await self._redis.xlen(stream) >= self._cap:
                 first = await self._redis.xrange(stream, count=1)
-                if first and parse_event_id(first[0][0]) > last:
+                if first and parse_event_id(text(first[0][0])) > last:
                     return False  # trimmed past the client's id: a gap we cannot fill
         return True
 
     async def _belongs(self, user_id: str, event_id: str) -> bool:
         for stream in (keys.EVENTS, keys.user_inbox(user_id), keys.BROADCASTS):
             found = await self._redis.xrange(stream, min=event_id, max=event_id)
-            if found:
-                event = StreamEvent.from_entry(found[0][0], found[0][1])
+            for event in stream_events(found):
                 return event.user_id == user_id or event.route in ("all", "channel")
         return False
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -57,9 +58,9 @@ class Notifier:
         self.reader: StreamReader | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._delivered_seen = 0
-        for transport in ("websocket", "polling", "native"):
+        for transport in stats.TRANSPORTS:
             metrics.CONNECTIONS.labels(transport).set_function(
-                lambda t=transport: self.count_connections(t)
+                functools.partial(self.count_connections, transport)
             )
 
     @property

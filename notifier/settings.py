@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     flower_basic_auth: SecretStr | None = None
     flower_url: str | None = None
 
+    # --- results
+    #: ``job_completed.result`` larger than this (JSON bytes) is replaced by a truncation
+    #: marker; the full result stays in Celery's result backend.
+    result_max_bytes: int = Field(default=32 * 1024, ge=64)
+
     @field_validator("jwt_algorithms", "cors_origins", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:

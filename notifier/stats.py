@@ -13,6 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from notifier import keys
+from notifier.bus import text
 
 TRANSPORTS = ("websocket", "polling", "native")
 FIGURES = ("activeConnections", "activeJobSubscriptions", "activeChannelSubscriptions")
@@ -32,7 +33,7 @@ async def publish_instance(
     """Write one instance's figures; ``users`` only when they changed since last time."""
     ttl_ms = int(ttl_seconds * 1000)
     async with client.pipeline(transaction=False) as pipe:
-        pipe.hset(keys.instance_stats(instance_id), mapping=figures)
+        pipe.hset(keys.instance_stats(instance_id), mapping=dict(figures))  # type: ignore[arg-type]
         pipe.pexpire(keys.instance_stats(instance_id), ttl_ms)
         if users is not None:
             pipe.delete(keys.instance_users(instance_id))
@@ -54,7 +55,7 @@ async def cluster_stats(client: aioredis.Redis) -> dict[str, Any]:
     """The figures of ``GET /api/v1/websocket/stats``, summed over live instances."""
     now = _now_ms()
     await client.zremrangebyscore(keys.INSTANCES, "-inf", now)
-    instances = await client.zrange(keys.INSTANCES, 0, -1)
+    instances = [text(i) for i in await client.zrange(keys.INSTANCES, 0, -1)]
     totals: dict[str, Any] = dict.fromkeys(FIGURES, 0)
     by_transport = dict.fromkeys(TRANSPORTS, 0)
     delivered = 0

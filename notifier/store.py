@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from notifier import keys
-from notifier.events import JOB_STATUS_UPDATE, TERMINAL_STATES, StreamEvent, parse_event_id
+from notifier.bus import stream_events, text
+from notifier.events import JOB_STATUS_UPDATE, TERMINAL_STATES, parse_event_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +63,20 @@ class JobState:
         msg["snapshot"] = True
         return msg
 
-    def to_rest(self) -> dict[str, Any]:
-        """The job as ``GET /api/v1/jobs/{jobId}`` shows it."""
+    def to_rest(
+        self,
+        *,
+        is_admin: bool = False,
+        flower_url: str | None = None,
+        task_ids: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """The job as ``GET /api/v1/jobs/{jobId}`` shows it.
+
+        For an admin, when Flower's URL is configured, it links the job's task in Flower
+        (``flowerUrl``); a canvas job (``task_ids``: its members) links its first member and
+        lists every member's link in ``flowerUrls``. Terminal events carry no link: they go
+        to the job's owner, who need not be an admin.
+        """
         body: dict[str, Any] = {
             "jobId": self.job_id,
             "userId": self.owner,
@@ -81,16 +95,23 @@ class JobState:
             if "error" in self.terminal:
                 body["error"] = self.terminal["error"]
                 body["errorCode"] = self.terminal.get("data", {}).get("code")
+        if is_admin and flower_url:
+            base = flower_url.rstrip("/")
+            links = [f"{base}/task/{task_id}" for task_id in (task_ids or [self.job_id])]
+            body["flowerUrl"] = links[0]
+            if task_ids:
+                body["flowerUrls"] = links
         return body
 
 
 async def get_job(client: aioredis.Redis, job_id: str) -> JobState | None:
-    return JobState.from_hash(job_id, await client.hgetall(keys.job(job_id)))
+    raw: dict[str, str] = await client.hgetall(keys.job(job_id))  # type: ignore[assignment]
+    return JobState.from_hash(job_id, raw)
 
 
 async def user_jobs(client: aioredis.Redis, user_id: str, limit: int = 50) -> list[JobState]:
     """The user's most recent jobs, newest first."""
-    job_ids = await client.zrevrange(keys.user_jobs(user_id), 0, limit - 1)
+    job_ids = [text(j) for j in await client.zrevrange(keys.user_jobs(user_id), 0, limit - 1)]
     if not job_ids:
         return []
     async with client.pipeline(transaction=False) as pipe:
@@ -106,4 +127,19 @@ async def job_events(
 ) -> list[dict[str, Any]]:
     """The job's events after ``after`` (exclusive), in order, as wire messages."""
     entries = await client.xrange(keys.job_events(job_id), min=f"({after}", count=limit)
-    return [StreamEvent.from_entry(eid, fields).message() for eid, fields in entries]
+    return [event.message() for event in stream_events(entries)]
+
+
+async def canvas_tasks(client: aioredis.Redis, job_ids: Sequence[str]) -> dict[str, list[str]]:
+    """The member task ids of those of ``job_ids`` that are canvas jobs."""
+    if not job_ids:
+        return {}
+    async with client.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hget(keys.canvas(job_id), "tasks")
+        raw = await pipe.execute()
+    return {
+        job_id: [str(task_id) for task_id in json.loads(tasks)]
+        for job_id, tasks in zip(job_ids, raw, strict=True)
+        if tasks
+    }

@@ -1,4 +1,5 @@
-"""jobcast's Celery side: ``workers.install(app)`` and ``workers.submit(task, ..., user_id=)``.
+"""jobcast's Celery side: ``workers.install(app)`` and ``workers.submit(task, ..., user_id=)``
+(a task, a signature, or a group, chain or chord, which is then one job).
 
 Importing this package builds no Celery app and opens no connection; the bundled app
 lives in ``workers.app``.

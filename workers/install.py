@@ -6,6 +6,18 @@
     app = Celery("mine", broker=...)
     workers.install(app)
 
+    @app.task(bind=True)
+    def render(self, doc_id):
+        report(50, "Rendering")            # from workers.progress import report
+        return {"docId": doc_id}
+
+    job_id = workers.submit(render, 42, user_id=current_user.id)
+
+Install it where the app is defined, so that it runs both in the processes that publish
+(``before_task_publish`` sends ``queued``) and in the workers. jobcast's Redis is
+``REDIS_URL``; the app's broker and result backend may be anything else. Nothing connects
+until the first tracked event; importing this module builds no app.
+
 Celery signals are process-wide; handlers ignore every task published without a
 ``jobcast_user_id`` header, so installing costs untracked tasks one dict lookup.
 """
@@ -26,6 +38,8 @@ _CONNECTIONS = (
     (signals.task_failure, handlers.on_task_failure),
     (signals.task_revoked, handlers.on_task_revoked),
     (signals.task_postrun, handlers.on_task_postrun),
+    (signals.task_rejected, handlers.on_task_rejected),
+    (signals.task_unknown, handlers.on_task_rejected),
 )
 
 
@@ -36,5 +50,6 @@ def install(app: Any = None) -> Any:
     handlers themselves are process-wide, as Celery's signals are.
     """
     for signal, handler in _CONNECTIONS:
-        signal.connect(handler, weak=False, dispatch_uid=f"jobcast.{handler.__name__}")
+        uid = f"jobcast.{signal.name}.{handler.__name__}"
+        signal.connect(handler, weak=False, dispatch_uid=uid)
     return app

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from celery import current_task
+from celery.backends.base import DisabledBackend
 
 from notifier.events import PROCESSING, clamp_progress, status_update
 from workers.tracking import RUNS
@@ -46,7 +47,8 @@ def _report(progress: float, message: str | None, fields: dict[str, Any]) -> Non
     if run is None:  # untracked: still show it in the result backend and Flower
         _celery_state(task, {"progress": value, "message": message, **fields})
         return
-    eta = run.eta.update(value, time.monotonic())
+    # A canvas member's ETA is the canvas's, estimated from the aggregate (workers.aggregate).
+    eta = run.eta.update(value, time.monotonic()) if run.member is None else None
     extra = dict(fields)
     if eta is not None:
         extra["etaSeconds"] = eta
@@ -65,5 +67,6 @@ def _report(progress: float, message: str | None, fields: dict[str, Any]) -> Non
 
 
 def _celery_state(task: Any, meta: dict[str, Any]) -> None:
-    task.update_state(state="PROGRESS", meta=meta)
+    if not isinstance(task.backend, DisabledBackend):  # an app without a result backend
+        task.update_state(state="PROGRESS", meta=meta)
     task.send_event("task-progress", **meta)

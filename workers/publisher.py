@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TypeVar
 
 import redis
 
@@ -24,6 +25,12 @@ from notifier.events import Event, now_ms
 from notifier.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+
+T = TypeVar("T")
+#: A step of a terminal outcome that is more than one event (a canvas member finishing):
+#: it runs with the process's client, raises while Redis is away, and is safe to repeat.
+Action = Callable[[redis.Redis], object]
 
 
 def settings() -> Settings:
@@ -37,7 +44,7 @@ class Publisher:
         self.config = config
         self.client: redis.Redis = sync_client(config)
         self._running_jobs = running_jobs
-        self._backlog: deque[Event] = deque()
+        self._backlog: deque[Event | Action] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._down_until = 0.0
@@ -69,14 +76,38 @@ class Publisher:
         self._failures = 0
         return event_id
 
-    def _buffer(self, event: Event) -> None:
+    def call(self, action: Callable[[redis.Redis], T], *, terminal: bool) -> T | None:
+        """Run ``action`` with this process's client. Best effort unless ``terminal``: then,
+        if Redis does not answer (or earlier outcomes still wait), it waits in the backlog
+        and the background thread runs it, in order, once Redis answers."""
+        if terminal:
+            with self._lock:
+                if self._backlog:
+                    self._buffer(action)
+                    return None
+        elif time.monotonic() < self._down_until:
+            return None
+        try:
+            result = action(self.client)
+        except (redis.RedisError, OSError) as exc:
+            self._failed(exc)
+            if terminal:
+                with self._lock:
+                    self._buffer(action)
+            else:
+                log.warning("progress not published: Redis unavailable", extra={"error": str(exc)})
+            return None
+        self._failures = 0
+        return result
+
+    def _buffer(self, item: Event | Action) -> None:
         if len(self._backlog) >= self.config.terminal_buffer_events:
             dropped = self._backlog.popleft()
-            log.error("terminal event backlog full; oldest dropped", extra={"job": dropped.job_id})
-        self._backlog.append(event)
+            log.error("terminal event backlog full; oldest dropped", extra=_describe(dropped))
+        self._backlog.append(item)
         log.warning(
             "terminal event buffered until Redis answers",
-            extra={"job": event.job_id, "type": event.type, "backlog": len(self._backlog)},
+            extra={**_describe(item), "backlog": len(self._backlog)},
         )
         self._wake.set()
 
@@ -89,11 +120,16 @@ class Publisher:
             with self._lock:
                 if not self._backlog:
                     return
-                event = self._backlog[0]
-            publish_sync(self.client, event, self.config)  # raises while Redis is away
+                item = self._backlog[0]
+            # Both raise while Redis is away; the item stays first in the backlog.
+            if isinstance(item, Event):
+                publish_sync(self.client, item, self.config)
+            else:
+                item(self.client)
             with self._lock:
-                self._backlog.popleft()
-            log.info("buffered terminal event published", extra={"job": event.job_id})
+                if self._backlog and self._backlog[0] is item:
+                    self._backlog.popleft()
+            log.info("buffered terminal event published", extra=_describe(item))
 
     def _renew(self) -> None:
         jobs = self._running_jobs()
@@ -122,6 +158,12 @@ class Publisher:
                 log.exception("publisher thread error")
 
 
+def _describe(item: Event | Action) -> dict[str, str]:
+    if isinstance(item, Event):
+        return {"job": item.job_id, "type": item.type}
+    return {"action": getattr(item, "__name__", repr(item))}
+
+
 _lock = threading.Lock()
 _publisher: Publisher | None = None
 _publisher_pid: int | None = None
@@ -147,6 +189,30 @@ def emit(event: Event) -> str | None:
     except Exception:
         log.exception("event not published", extra={"job": event.job_id, "type": event.type})
         return None
+
+
+def call(action: Callable[[redis.Redis], T], *, terminal: bool = False) -> T | None:
+    """Run ``action`` with the process's Redis client (see :meth:`Publisher.call`); None if
+    it was skipped, deferred or failed. Never raises."""
+    try:
+        return _current().call(action, terminal=terminal)
+    except Exception:
+        log.exception("Redis action failed", extra=_describe(action))
+        return None
+
+
+def job_of(task_id: str) -> tuple[str, str] | None:
+    """``(job_id, owner)`` of a task from Redis, for signals sent without the task's headers
+    (a dead child, a rejection): a canvas member's job is recorded under its task id, a
+    plain task's job id is its task id."""
+    try:
+        client = _current().client
+        job = client.get(keys.task_job(task_id)) or task_id
+        owner = client.hget(keys.job(str(job)), "owner")
+    except (redis.RedisError, OSError) as exc:
+        log.warning("job owner lookup failed", extra={"task": task_id, "error": str(exc)})
+        return None
+    return (str(job), str(owner)) if owner else None
 
 
 def owner_of(job_id: str) -> str | None:

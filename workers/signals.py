@@ -12,21 +12,30 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from billiard.exceptions import SoftTimeLimitExceeded
 from billiard.exceptions import WorkerLostError as BilliardWorkerLostError
 from celery.exceptions import Reject, TimeLimitExceeded, WorkerLostError
 
 from notifier.events import (
     CANCELLED,
     QUEUED,
-    RETRYING,
     STARTED,
-    dumps,
     job_completed,
     job_error,
+    result_payload,
+    retrying,
     status_update,
 )
-from workers import publisher
-from workers.tracking import HEADER_JOB, HEADER_USER, RUNS, Run, owner_from
+from workers import aggregate, publisher
+from workers.tracking import (
+    HEADER_JOB,
+    HEADER_MEMBER,
+    HEADER_USER,
+    RUNS,
+    Run,
+    member_from,
+    owner_from,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +58,10 @@ def on_before_task_publish(headers: dict[str, Any] | None = None, **_: Any) -> N
     if not headers:
         return
     user = headers.get(HEADER_USER)
-    if user is None or user == "" or headers.get("retries"):
-        return  # untracked, or a retry's re-publish (task_retry reports that)
+    if user is None or user == "" or headers.get("retries") or headers.get(HEADER_MEMBER):
+        # Untracked; a retry's re-publish (task_retry reports that); or a canvas member
+        # (submit() published the canvas's one `queued`).
+        return
     job = headers.get(HEADER_JOB) or headers.get("id")
     if job:
         publisher.emit(status_update(str(job), str(user), QUEUED, progress=0, message="Queued"))
@@ -63,6 +74,7 @@ def on_task_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> No
         return
     job, user = owner
     settings = publisher.settings()
+    member = member_from(task.request)
     run = RUNS.start(
         task_id,
         Run(
@@ -70,9 +82,13 @@ def on_task_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> No
             user,
             task.request.retries or 0,
             settings.progress_min_interval_ms / 1000,
-            publisher.emit,
+            publisher.emit if member is None else aggregate.progress_emitter(job, user, member),
+            member=member,
         ),
     )
+    if member is not None:
+        aggregate.started(job, user, task_id)
+        return
     publisher.emit(
         status_update(
             job, user, STARTED, message="Started", attempt=run.attempt, seq=run.next_seq()
@@ -90,19 +106,20 @@ def on_task_retry(request: Any = None, reason: Any = None, **_: Any) -> None:
     if run is not None:
         run.flush()
     retries = int(getattr(request, "retries", 0) or 0)
-    fields: dict[str, Any] = {"attempt": retries + 1}
     delay = _retry_delay(reason)
-    if delay is not None:
-        fields["retryInSeconds"] = delay
+    message = f"Retrying: {_describe(getattr(reason, 'exc', None) or reason)}"
+    if member_from(request) is not None:
+        aggregate.retried(job, user, retries + 1, delay, message)
+        return
     publisher.emit(
-        status_update(
+        retrying(
             job,
             user,
-            RETRYING,
-            message=f"Retrying: {_describe(getattr(reason, 'exc', None) or reason)}",
+            retries + 1,
+            retry_in_seconds=delay,
+            message=message,
             attempt=retries,
             seq=run.next_seq() if run else 0,
-            **fields,
         )
     )
 
@@ -111,13 +128,17 @@ def on_task_retry(request: Any = None, reason: Any = None, **_: Any) -> None:
 def on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
     request = getattr(sender, "request", None)
     owner = owner_from(request) if request is not None else None
-    if owner is None:
+    if request is None or owner is None:
         return
     job, user = owner
     run = RUNS.finish(request.id)
+    member = member_from(request)
+    if member is not None:
+        aggregate.succeeded(job, user, member, request.id, result)
+        return
     attempt, seq = (run.attempt, run.next_seq()) if run else (0, 0)
     try:
-        dumps(result)
+        payload = result_payload(result, publisher.settings().result_max_bytes, task_id=request.id)
     except (TypeError, ValueError) as exc:
         publisher.emit(
             job_error(
@@ -130,7 +151,7 @@ def on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
             )
         )
         return
-    publisher.emit(job_completed(job, user, result, attempt=attempt, seq=seq))
+    publisher.emit(job_completed(job, user, payload, attempt=attempt, seq=seq))
 
 
 @never_raises
@@ -140,10 +161,9 @@ def on_task_failure(
     request = getattr(sender, "request", None)
     owner = owner_from(request) if request is not None else None
     if owner is None and task_id:
-        # A dead child or a rejection: sent from the worker's main process with an empty
-        # request. The job id of a plain task is its task id; its owner is in Redis.
-        user = publisher.owner_of(task_id)
-        owner = (task_id, user) if user else None
+        # A rejection or a hard time limit: sent from the worker's main process with an
+        # empty request. The job is looked up in Redis by task id.
+        owner = publisher.job_of(task_id)
     if owner is None:
         return
     job, user = owner
@@ -169,8 +189,7 @@ def on_task_revoked(
     task_id = getattr(request, "id", None) or getattr(request, "task_id", None)
     owner = owner_from(request) if request is not None else None
     if owner is None and task_id:
-        user = publisher.owner_of(task_id)
-        owner = (task_id, user) if user else None
+        owner = publisher.job_of(task_id)
     if owner is None:
         return
     job, user = owner
@@ -180,8 +199,35 @@ def on_task_revoked(
 
 
 @never_raises
-def on_task_postrun(task_id: str | None = None, **_: Any) -> None:
+def on_task_postrun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     RUNS.finish(task_id)
+    request = getattr(task, "request", None)
+    if request is None or member_from(request) is None:
+        return
+    owner = owner_from(request)
+    if owner is not None:
+        aggregate.ended(owner[0])
+
+
+@never_raises
+def on_task_rejected(message: Any = None, exc: BaseException | None = None, **_: Any) -> None:
+    """A message the worker could not take (invalid, or of a task it does not know)."""
+    headers = getattr(message, "headers", None) or {}
+    user = headers.get(HEADER_USER)
+    job = headers.get(HEADER_JOB) or headers.get("id")
+    if user is None or user == "" or not job:
+        return
+    name = headers.get("task") or "task"
+    error = f"{name} was rejected by the worker" + (f": {_describe(exc)}" if exc else "")
+    publisher.emit(
+        job_error(
+            str(job),
+            str(user),
+            error,
+            code="rejected",
+            exception_type=type(exc).__name__ if exc is not None else None,
+        )
+    )
 
 
 def _describe(exc: Any) -> str:
@@ -194,7 +240,7 @@ def _describe(exc: Any) -> str:
 def _error_code(exc: BaseException | None) -> str:
     if isinstance(exc, (WorkerLostError, BilliardWorkerLostError)):
         return "worker_lost"
-    if isinstance(exc, TimeLimitExceeded):
+    if isinstance(exc, (TimeLimitExceeded, SoftTimeLimitExceeded)):
         return "time_limit"
     if isinstance(exc, Reject):
         return "rejected"

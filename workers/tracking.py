@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from notifier.events import Event
@@ -18,18 +19,72 @@ from notifier.events import Event
 #: The task headers that carry the owner and the job id (a canvas's members share one).
 HEADER_USER = "jobcast_user_id"
 HEADER_JOB = "jobcast_job_id"
+#: The header of a canvas member: its share of the canvas job (see :class:`Member`).
+HEADER_MEMBER = "jobcast_member"
+
+
+def _header(request: Any, name: str) -> Any:
+    value = getattr(request, name, None)
+    if value is None:
+        headers = getattr(request, "headers", None) or {}
+        value = headers.get(name) if isinstance(headers, dict) else None
+    return value
 
 
 def owner_from(request: Any) -> tuple[str, str] | None:
     """``(job_id, user_id)`` of a Celery task request, or None for an untracked task."""
-    user = getattr(request, HEADER_USER, None)
-    if user is None:
-        headers = getattr(request, "headers", None) or {}
-        user = headers.get(HEADER_USER)
+    user = _header(request, HEADER_USER)
     if user is None or user == "":
         return None
-    job = getattr(request, HEADER_JOB, None) or getattr(request, "id", None)
+    job = _header(request, HEADER_JOB) or getattr(request, "id", None)
     return (str(job), str(user)) if job else None
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A canvas member's share of its canvas job, as ``workers.submit`` put it in the
+    ``jobcast_member`` header: its index in the canvas (depth first: chain steps in order,
+    a chord's header before its body), its weight and the weights' total, how many members
+    the canvas has, the shape of the canvas's result (member indexes nested in lists) and
+    whether this member's result is part of it."""
+
+    index: int
+    weight: float
+    total_weight: float
+    members: int
+    result: Any
+    keep: bool
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "weight": self.weight,
+            "totalWeight": self.total_weight,
+            "members": self.members,
+            "result": self.result,
+            "keep": self.keep,
+        }
+
+    @classmethod
+    def from_header(cls, raw: Any) -> Member | None:
+        if not isinstance(raw, dict):
+            return None
+        try:
+            return cls(
+                index=int(raw["index"]),
+                weight=float(raw["weight"]),
+                total_weight=float(raw["totalWeight"]),
+                members=int(raw["members"]),
+                result=raw.get("result"),
+                keep=bool(raw.get("keep")),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def member_from(request: Any) -> Member | None:
+    """The canvas share of a task request, or None for a task that is a job of its own."""
+    return Member.from_header(_header(request, HEADER_MEMBER))
 
 
 class EtaEstimator:
@@ -68,10 +123,13 @@ class Run:
         attempt: int,
         min_interval: float,
         emit: Callable[[Event], object],
+        member: Member | None = None,
     ) -> None:
         self.job_id = job_id
         self.user_id = user_id
         self.attempt = attempt
+        #: Set for a canvas member: its progress is folded into the canvas job's aggregate.
+        self.member = member
         self.eta = EtaEstimator()
         self._seq = 0
         self._min_interval = min_interval

@@ -48,10 +48,24 @@ def _submit(user_id: str, job: JobRequest) -> str:
     )
 
 
-def _revoke(job_id: str, terminate: bool) -> None:
+def _revoke(task_ids: list[str], terminate: bool) -> None:
     from workers.app import app
 
-    app.control.revoke(job_id, terminate=terminate, signal="SIGTERM")
+    app.control.revoke(task_ids, terminate=terminate, signal="SIGTERM")
+
+
+async def _rest(
+    client: Any, request: Request, user: Principal, states: list[store.JobState]
+) -> list[dict[str, Any]]:
+    """The jobs as REST shows them; for an admin, with their Flower links when configured."""
+    flower_url = request.app.state.settings.flower_url if user.is_admin else None
+    if not flower_url:
+        return [state.to_rest() for state in states]
+    members = await store.canvas_tasks(client, [state.job_id for state in states])
+    return [
+        state.to_rest(is_admin=True, flower_url=flower_url, task_ids=members.get(state.job_id))
+        for state in states
+    ]
 
 
 async def _visible_job(client: Any, user: Principal, job_id: str) -> store.JobState:
@@ -71,16 +85,20 @@ async def create_job(job: JobRequest, user: CurrentUser) -> dict[str, Any]:
 
 @router.get("", summary="The caller's recent jobs, newest first")
 async def list_jobs(
-    user: CurrentUser, client: Redis, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+    request: Request,
+    user: CurrentUser,
+    client: Redis,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
     jobs = await store.user_jobs(client, user.user_id, limit)
-    return {"message": "Jobs retrieved", "data": {"jobs": [j.to_rest() for j in jobs]}}
+    return {"message": "Jobs retrieved", "data": {"jobs": await _rest(client, request, user, jobs)}}
 
 
 @router.get("/{jobId}", summary="A job's current state")
-async def get_job(jobId: str, user: CurrentUser, client: Redis) -> dict[str, Any]:
+async def get_job(jobId: str, request: Request, user: CurrentUser, client: Redis) -> dict[str, Any]:
     state = await _visible_job(client, user, jobId)
-    return {"message": "Job retrieved", "data": state.to_rest()}
+    [body] = await _rest(client, request, user, [state])
+    return {"message": "Job retrieved", "data": body}
 
 
 @router.delete("/{jobId}", summary="Cancel (revoke) a job")
@@ -94,7 +112,9 @@ async def cancel_job(
     state = await _visible_job(client, user, jobId)
     if state.finished:
         raise ApiError(409, "job_finished", f"Job {jobId} has already finished ({state.state})")
-    await run_in_threadpool(_revoke, jobId, terminate)
+    # A canvas job is its members' tasks; a single task's job id is its task id.
+    members = (await store.canvas_tasks(client, [jobId])).get(jobId) or [jobId]
+    await run_in_threadpool(_revoke, members, terminate)
     event = status_update(
         jobId,
         state.owner,
@@ -102,9 +122,12 @@ async def cancel_job(
         message="Cancelled by " + ("an admin" if user.user_id != state.owner else "its owner"),
     )
     if await bus.publish(client, event, request.app.state.settings) is None:
+        # Ended meanwhile: cancelled by the revoke itself (the worker reported the terminated
+        # task first) is what was asked; any other ending is a conflict.
         current = await store.get_job(client, jobId)
         status = current.state if current else "unknown"
-        raise ApiError(409, "job_finished", f"Job {jobId} has already finished ({status})")
+        if status != CANCELLED:
+            raise ApiError(409, "job_finished", f"Job {jobId} has already finished ({status})")
     return {"message": "Job cancelled", "data": {"jobId": jobId, "status": CANCELLED}}
 
 
