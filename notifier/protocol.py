@@ -205,6 +205,7 @@ class Protocol:
             raise ClientError(
                 "bad_request", "eventId must be a stream id like '1700000000000-0'"
             ) from exc
+        await self.presence.advance(conn.user_id, "acked", event_id)
         return None
 
     async def refresh_token(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any]:
