@@ -75,9 +75,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
-def logging_config(level: str = "INFO", fmt: str = "text") -> dict[str, Any]:
+def parse_levels(spec: str) -> dict[str, str]:
+    """``"notifier.hub=DEBUG,workers=INFO"`` as ``{logger: level}``."""
+    levels: dict[str, str] = {}
+    for item in spec.split(","):
+        name, sep, level = item.strip().partition("=")
+        if not sep or not name.strip():
+            continue
+        level = level.strip().upper()
+        if level not in logging.getLevelNamesMapping():
+            raise ValueError(f"unknown log level {level!r} for {name.strip()!r}")
+        levels[name.strip()] = level
+    return levels
+
+
+def logging_config(level: str = "INFO", fmt: str = "text", levels: str = "") -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for jobcast and uvicorn alike."""
     formatter = "json" if fmt == "json" else "text"
+    per_module = {name: {"level": lvl} for name, lvl in parse_levels(levels).items()}
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -98,12 +113,13 @@ def logging_config(level: str = "INFO", fmt: str = "text") -> dict[str, Any]:
             "uvicorn": {"handlers": ["default"], "level": level, "propagate": False},
             "uvicorn.error": {"level": level},
             "uvicorn.access": {"handlers": ["default"], "level": level, "propagate": False},
+            **per_module,
         },
         "root": {"handlers": ["default"], "level": level},
     }
 
 
-def configure(level: str = "INFO", fmt: str = "text") -> None:
+def configure(level: str = "INFO", fmt: str = "text", levels: str = "") -> None:
     import logging.config
 
-    logging.config.dictConfig(logging_config(level, fmt))
+    logging.config.dictConfig(logging_config(level, fmt, levels))

@@ -17,12 +17,12 @@ def main(default_app: str, argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=settings.http_host)
     parser.add_argument("--port", type=int, default=settings.http_port)
     args = parser.parse_args(argv)
-    configure(settings.log_level, settings.log_format)
+    configure(settings.log_level, settings.log_format, settings.log_levels)
     uvicorn.run(
         args.app,
         host=args.host,
         port=args.port,
-        log_config=logging_config(settings.log_level, settings.log_format),
+        log_config=logging_config(settings.log_level, settings.log_format, settings.log_levels),
         # The server's own WebSocket frame limit, aligned with Engine.IO's
         # max_http_buffer_size (uvicorn would read up to 16 MiB first).
         ws_max_size=settings.max_frame_bytes,

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     demo: bool = False
     log_level: str = "INFO"
     log_format: str = "text"
+    #: Per-module levels, e.g. ``notifier.hub=DEBUG,workers=DEBUG``.
+    log_levels: str = ""
 
     # --- limits
     auth_timeout_seconds: float = 10.0

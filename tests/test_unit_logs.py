@@ -9,7 +9,14 @@ import sys
 import pytest
 
 from notifier.auth import mint_token
-from notifier.logs import JsonFormatter, RedactingFilter, TextFormatter, scrub
+from notifier.logs import (
+    JsonFormatter,
+    RedactingFilter,
+    TextFormatter,
+    logging_config,
+    parse_levels,
+    scrub,
+)
 
 JWT = mint_token("log-test-secret-" + "k" * 48, 1, username="alice")
 SIGNATURE = JWT.rsplit(".", 1)[1]
@@ -97,3 +104,18 @@ def test_formatters_scrub_tracebacks(formatter: logging.Formatter) -> None:
     assert SIGNATURE not in line
     if isinstance(formatter, JsonFormatter):
         assert json.loads(line)["msg"] == "failed"
+
+
+def test_per_module_levels_are_parsed_and_applied() -> None:
+    assert parse_levels("notifier.hub=debug, workers=INFO") == {
+        "notifier.hub": "DEBUG",
+        "workers": "INFO",
+    }
+    config = logging_config("INFO", "json", "notifier.hub=DEBUG")
+    assert config["loggers"]["notifier.hub"] == {"level": "DEBUG"}
+    assert config["handlers"]["default"]["formatter"] == "json"
+
+
+def test_an_unknown_level_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="LOUD"):
+        parse_levels("notifier=LOUD")
