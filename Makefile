@@ -1,6 +1,7 @@
 # jobcast: one entry point for setting up, running and checking.
 #   make run    the whole stack (Redis if none answers, worker, API on :8080, Flower on :5555)
-#   make test   unit tests, then integration tests (real Redis, worker and uvicorn processes)
+#   make test   unit tests, then integration tests (real Redis, worker and uvicorn processes,
+#               and a headless Chromium for the demo page)
 # Each part alone: make worker | api | notifier | api-only | flower.
 # Extra arguments for a part's command: make api ARGS="--port 8090"
 
@@ -8,10 +9,11 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+WEB_STAMP := node_modules/.jobcast-installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-unit test-integration lint format typecheck audit check \
+.PHONY: help venv web run test test-unit test-integration lint format typecheck audit check \
         worker notifier api api-only flower compose-config clean distclean
 
 help:
@@ -20,6 +22,7 @@ help:
 	@echo "make lint|typecheck|audit|check   ruff, mypy, pip-audit, all three"
 	@echo "make worker|api|notifier|api-only|flower   one part (ARGS=... for extra options)"
 	@echo "make compose-config  validate docker-compose.yml"
+	@echo "make web             npm ci: socket.io-client (demo page), playwright-core (browser tests)"
 	@echo "make venv|clean|distclean"
 
 # --- set-up: .venv with the package (editable) and the test and dev tools.
@@ -33,16 +36,35 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,dev]"
 	@touch $(STAMP)
 
+# --- the browser side, exactly as package-lock.json pins it (npm ci): socket.io-client,
+# which the API serves to the demo page from node_modules, and playwright-core, which drives
+# Chromium in the browser tests. Reinstalls when package.json or the lockfile changes.
+# Without npm this warns and goes on (the demo page then cannot load socket.io-client and
+# the browser tests are skipped), except under CI, where it fails: CI runs those tests.
+web: $(WEB_STAMP)
+
+$(WEB_STAMP): package.json package-lock.json
+	@if ! command -v npm >/dev/null 2>&1; then \
+		if [ -n "$$CI" ]; then \
+			echo "error: npm not found; CI runs the browser tests (install nodejs and npm)" >&2; \
+			exit 1; \
+		fi; \
+		echo "warning: npm not found: no socket.io-client for the demo page;" \
+			"the browser tests will be skipped (install Node.js and npm, then: make web)" >&2; \
+		exit 0; \
+	fi; \
+	npm ci --no-audit --no-fund && touch $@
+
 # --- run
 
-run: venv
+run: venv web
 	$(BIN)/python -m api.launcher $(ARGS)
 
 worker: venv
 	$(BIN)/python -m celery -A workers.app worker -l INFO $(ARGS)
 
 # The notifier and the REST API composed in one ASGI app (the default deployment, :8080).
-api: venv
+api: venv web
 	$(BIN)/python -m api $(ARGS)
 
 # The notifier alone (Socket.IO, native WebSocket, /healthz, /readyz, /metrics).
@@ -64,7 +86,7 @@ flower: venv
 
 # Both phases always run; the target fails if either fails or selects no test at all
 # (pytest's exit 5 is not a success). To run a selection: make test-unit ARGS="-k name".
-test: venv
+test: venv web
 	@unit=0; integration=0; \
 	echo "== unit tests (-m 'not integration')"; \
 	$(BIN)/python -m pytest -m "not integration" $(ARGS) || unit=$$?; \
@@ -111,4 +133,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) node_modules

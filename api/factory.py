@@ -12,7 +12,7 @@ from prometheus_client import make_asgi_app
 from starlette.routing import Mount
 
 from api.errors import install_handlers
-from api.routes import jobs, websocket
+from api.routes import demo, jobs, websocket
 from notifier.auth import TokenVerifier
 from notifier.bus import async_client
 from notifier.service import Notifier
@@ -52,6 +52,7 @@ def create_rest_app(settings: Settings | None = None, notifier: Notifier | None 
     install_handlers(app)
     app.include_router(jobs.router)
     app.include_router(websocket.router)
+    demo.install(app, settings)  # `/` (the demo page), /static, the demo token API
     if notifier is not None:
         app.router.routes.extend(notifier.routes())
     else:

@@ -1,0 +1,272 @@
+"""The ``jobcast`` console script: ``submit``, ``watch`` (a live progress bar, read through a
+pseudo-terminal and through pipes), ``stats``; and the pieces they are made of."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import pty
+import re
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api import cli
+from api.watch import ProgressBar, format_eta, render_bar, report_end
+from tests.conftest import REPO, Server, child_env
+from tests.helpers import Tokens, bearer, start_job
+
+#: Bound for one command (they end much sooner; a hang fails the test clearly).
+COMMAND_TIMEOUT = 60.0
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def jobcast_command() -> list[str]:
+    """The installed console script beside this interpreter (``make venv`` installs it)."""
+    script = Path(sys.executable).with_name("jobcast")
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which("jobcast")
+    return [found] if found else [sys.executable, "-m", "api.cli"]
+
+
+def cli_env(**overrides: str) -> dict[str, str]:
+    env = child_env(**overrides)
+    env.pop("JOBCAST_TOKEN", None)
+    env.update(overrides)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*jobcast_command(), *args],
+        cwd=REPO,
+        env=env or cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+    )
+
+
+def run_in_pty(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run with stdout and stderr on a pseudo-terminal; (exit status, everything it drew)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [*jobcast_command(), *args],
+        cwd=REPO,
+        env=env or cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        close_fds=True,
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + COMMAND_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+        else:
+            pytest.fail(f"jobcast {' '.join(args)} still running after {COMMAND_TIMEOUT:g} s")
+        status = proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    return status, b"".join(chunks).decode("utf-8", "replace")
+
+
+def percentages(text: str) -> list[int]:
+    return [int(p) for p in re.findall(r"\]\s+(\d{1,3})%", ANSI.sub("", text))]
+
+
+# --- unit
+
+
+def test_render_bar_clamps_and_fills() -> None:
+    assert render_bar(0, 10) == "[░░░░░░░░░░]   0%"
+    assert render_bar(50, 10) == "[█████░░░░░]  50%"
+    assert render_bar(100, 10, unicode=False) == "[##########] 100%"
+    assert render_bar(140, 4, unicode=False) == "[####] 100%"
+    assert render_bar(-5, 4, unicode=False) == "[----]   0%"
+
+
+def test_format_eta() -> None:
+    assert format_eta(None) == ""
+    assert format_eta(0) == ""
+    assert format_eta(True) == ""
+    assert format_eta(0.2) == "ETA 1s"
+    assert format_eta(42.4) == "ETA 42s"
+    assert format_eta(125) == "ETA 2m05s"
+
+
+def test_progress_bar_into_a_pipe_prints_one_line_per_change() -> None:
+    out = io.StringIO()
+    bar = ProgressBar(out)
+    update = {"type": "job_status_update", "jobId": "j"}
+    bar.update({"type": "subscribed", "jobId": "j"})  # not a job message: nothing drawn
+    bar.update({**update, "data": {"status": "processing", "progress": 40, "etaSeconds": 3}})
+    bar.update({**update, "data": {"status": "processing", "progress": 40, "etaSeconds": 3}})
+    bar.update({"type": "job_completed", "jobId": "j", "result": {}})
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    assert "40%" in lines[0] and "processing" in lines[0] and "ETA 3s" in lines[0]
+    assert "100%" in lines[1] and "completed" in lines[1]
+    assert "\r" not in out.getvalue()
+
+
+def test_report_end_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    done = {"type": "job_completed", "result": {"title": "T", "success": True}}
+    assert report_end(done) == 0
+    failed = {"type": "job_error", "error": "Generation failed: x", "data": {"code": "task_failed"}}
+    assert report_end(failed) == 1
+    cancelled = {"type": "job_status_update", "data": {"status": "cancelled", "message": "Bye"}}
+    assert report_end(cancelled) == 2
+    out, err = capsys.readouterr()
+    assert "completed: T" in out and '"success": true' in out
+    assert "failed (task_failed): Generation failed: x" in err
+    assert "cancelled: Bye" in err
+
+
+def test_token_comes_from_option_then_environment_then_minted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import jwt
+
+    args = cli.build_parser().parse_args(["stats", "--sub", "7"])
+    monkeypatch.setenv("JOBCAST_TOKEN", "from-env")
+    assert cli.resolve_token(args) == "from-env"
+    args.token = "from-option"
+    assert cli.resolve_token(args) == "from-option"
+    args.token = None
+    monkeypatch.delenv("JOBCAST_TOKEN")
+    minted = cli.resolve_token(args, roles=["ADMIN"])
+    claims = jwt.decode(minted, options={"verify_signature": False})
+    assert claims["sub"] == 7 and claims["roles"] == ["ADMIN"]
+
+
+def test_url_defaults_to_the_configured_port() -> None:
+    args = cli.build_parser().parse_args(["watch", "job-1"])
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", args.url)
+    assert args.transport == "websocket" and args.timeout is None
+
+
+# --- against the real stack
+
+
+@pytest.mark.integration
+def test_submit_then_watch_in_a_terminal_reaches_100_and_exits_0(server: Server) -> None:
+    submitted = run_cli(
+        "submit", "--url", server.url, "--topic", "CLI pty", "--sections", "4",
+        "--seconds-per-section", "0.3",
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f-]{36}", job_id), submitted.stdout
+
+    status, text = run_in_pty("watch", "--url", server.url, job_id)
+    assert status == 0, text
+    assert "\r" in text, "on a terminal the bar is redrawn in place"
+    seen = percentages(text)
+    assert seen and seen[-1] == 100, text
+    assert seen == sorted(seen), f"the bar went backwards: {seen}"
+    assert "completed: Generated Content: CLI pty" in text
+    assert f'"contentId": "content-{job_id}"' in text
+
+
+@pytest.mark.integration
+def test_watch_a_failing_job_exits_1_with_the_error(server: Server) -> None:
+    result = run_cli(
+        "submit", "--url", server.url, "--topic", "Doomed", "--sections", "3",
+        "--seconds-per-section", "0.2", "--fail-at-section", "2", "--watch",
+        "--transport", "polling",
+    )  # fmt: skip
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "failed (task_failed): Generation failed: section 2 of 'Doomed'" in result.stderr
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"[0-9a-f-]{36}", lines[0]), lines
+    assert "\r" not in result.stdout, "into a pipe each change is a line of its own"
+    assert any("failed" in line for line in lines[1:]), result.stdout
+
+
+@pytest.mark.integration
+async def test_watch_a_cancelled_job_exits_2(
+    server: Server, http: httpx.AsyncClient, tokens: Tokens
+) -> None:
+    job_id = await start_job(http, tokens.alice, topic="Long", sections=40, secondsPerSection=0.25)
+    proc = await asyncio.create_subprocess_exec(
+        *jobcast_command(), "watch", "--url", server.url, "--sub", "1", job_id,
+        cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        # Cancel once the watcher has drawn a line of progress (so it is following live).
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            while b"%" not in await proc.stdout.readline():
+                pass
+        response = await http.delete(f"/api/v1/jobs/{job_id}", headers=bearer(tokens.alice))
+        assert response.status_code == 200, response.text
+        out, err = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 2, (out, err)
+    assert b"cancelled: Cancelled by its owner" in err
+
+
+@pytest.mark.integration
+def test_watch_refusals_exit_2_with_the_servers_words(server: Server, tokens: Tokens) -> None:
+    unknown = run_cli("watch", "--url", server.url, "no-such-job")
+    assert unknown.returncode == 2
+    assert "job_not_found" in unknown.stderr
+
+    expired = run_cli("watch", "--url", server.url, "--token", tokens.expired(), "any")
+    assert expired.returncode == 2
+    assert "Token expired" in expired.stderr and "token_expired" in expired.stderr
+
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connection refused
+        down = run_cli("watch", "--url", f"http://127.0.0.1:{port}", "any")
+    assert down.returncode == 2 and "cannot reach" in down.stderr
+
+
+@pytest.mark.integration
+def test_stats_as_admin_and_refused_for_a_user(server: Server, tokens: Tokens) -> None:
+    table = run_cli("stats", "--url", server.url)
+    assert table.returncode == 0, table.stderr
+    assert re.search(r"^instances\s+\d+$", table.stdout, re.M), table.stdout
+    assert re.search(r"^connectionsByTransport\.websocket\s+\d+$", table.stdout, re.M)
+
+    as_json = run_cli("stats", "--url", server.url, "--json")
+    data: dict[str, Any] = json.loads(as_json.stdout)
+    assert isinstance(data["instances"], int) and "polling" in data["connectionsByTransport"]
+
+    refused = run_cli("stats", "--url", server.url, "--token", tokens.alice)
+    assert refused.returncode == 2
+    assert "forbidden" in refused.stderr and "403" in refused.stderr
