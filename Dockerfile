@@ -1,5 +1,12 @@
 # jobcast: one image for every part (worker, notifier+api, notifier, flower);
 # docker-compose.yml picks the command.
+
+# The demo page's socket.io-client, installed from the lockfile (never copied into the repo).
+FROM node:20-slim AS web
+WORKDIR /web
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -14,6 +21,7 @@ COPY pyproject.toml README.md ./
 COPY workers ./workers
 COPY notifier ./notifier
 COPY api ./api
+COPY --from=web /web/node_modules/socket.io-client/dist ./node_modules/socket.io-client/dist
 RUN pip install . \
     && useradd --create-home --uid 10001 --user-group jobcast
 
