@@ -433,7 +433,7 @@ class Launcher:
             flower_note = "basic auth from JOBCAST_FLOWER_BASIC_AUTH"
         print("", flush=True)
         print("jobcast is running. Ctrl-C stops everything.", flush=True)
-        print(f"  url:    {base}", flush=True)
+        print(f"  demo:   {base}/  (pick a demo user, start jobs, watch them live)", flush=True)
         print(f"  docs:   {base}/docs", flush=True)
         print(f"  flower: {flower_base}  {flower_note}", flush=True)
         print(f"  redis:  {scrub(s.redis_url)}", flush=True)
