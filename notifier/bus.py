@@ -35,8 +35,9 @@ local route, typ, user, job, channel, payload, state =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local attempt, seq, retention = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[12])
 local terminal = state == 'completed' or state == 'failed' or state == 'cancelled'
+local cur = {}
 if job ~= '' then
-  local cur = redis.call('HMGET', KEYS[2], 'owner', 'terminal', 'attempt', 'seq', 'state')
+  cur = redis.call('HMGET', KEYS[2], 'owner', 'terminal', 'attempt', 'seq', 'state')
   if cur[2] then return false end
   if cur[1] and cur[1] ~= user then return redis.error_reply('ERR job belongs to another user') end
   if state == 'queued' and cur[5] then return false end
@@ -57,22 +58,33 @@ if job ~= '' then
       if o['progress'] ~= nil then snap['progress'] = o['progress'] end
     end
   end
-  redis.call('HSET', KEYS[2], 'owner', user, 'state', state, 'snapshot', cjson.encode(snap),
-    'eventId', id, 'updatedAt', now)
-  if seq > 0 then redis.call('HSET', KEYS[2], 'attempt', attempt, 'seq', seq) end
-  if terminal then redis.call('HSET', KEYS[2], 'terminal', payload) end
-  redis.call('HSETNX', KEYS[2], 'createdAt', now)
-  redis.call('EXPIRE', KEYS[2], retention)
-  redis.call('ZADD', KEYS[3], 'NX', now, job)
-  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -1001)
-  redis.call('EXPIRE', KEYS[3], retention)
+  local fields = {'owner', user, 'state', state, 'snapshot', cjson.encode(snap),
+    'eventId', id, 'updatedAt', now}
+  if seq > 0 then
+    fields[#fields + 1] = 'attempt'; fields[#fields + 1] = attempt
+    fields[#fields + 1] = 'seq'; fields[#fields + 1] = seq
+  end
+  if terminal then fields[#fields + 1] = 'terminal'; fields[#fields + 1] = payload end
+  local created = not cur[1]
+  if created then fields[#fields + 1] = 'createdAt'; fields[#fields + 1] = now end
+  redis.call('HSET', KEYS[2], unpack(fields))
   redis.pcall('XADD', KEYS[6], 'MAXLEN', '~', 1000, id,
     'r', route, 't', typ, 'u', user, 'j', job, 'c', channel, 'p', payload)
-  redis.call('EXPIRE', KEYS[6], retention)
-  if terminal or state == 'retrying' then
-    redis.call('ZREM', KEYS[7], job)
-  elseif state ~= 'queued' then
-    redis.call('ZADD', KEYS[7], tonumber(now) + tonumber(ARGV[15]), job)
+  -- A progress step changes no membership and no expiry: the hot path stays short.
+  local transition = state ~= 'processing' or cur[5] ~= 'processing'
+  if created then
+    redis.call('ZADD', KEYS[3], 'NX', now, job)
+    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -1001)
+    redis.call('EXPIRE', KEYS[3], retention)
+  end
+  if transition then
+    redis.call('EXPIRE', KEYS[2], retention)
+    redis.call('EXPIRE', KEYS[6], retention)
+    if terminal or state == 'retrying' then
+      redis.call('ZREM', KEYS[7], job)
+    elseif state ~= 'queued' then
+      redis.call('ZADD', KEYS[7], tonumber(now) + tonumber(ARGV[15]), job)
+    end
   end
   if terminal then
     redis.pcall('XADD', KEYS[4], 'MAXLEN', ARGV[14], id,
@@ -161,7 +173,18 @@ def connection_kwargs() -> dict[str, Any]:
 
 
 def async_client(settings: Settings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(settings.redis_url, **connection_kwargs())
+    """One client per process. Its pool *waits* for a free connection when all are busy
+    (redis-py's default pool fails at once, which a burst of connecting clients hits)."""
+    kwargs = connection_kwargs()
+    decode = kwargs.pop("decode_responses")
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=10,
+        decode_responses=decode,
+        **kwargs,
+    )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def sync_client(settings: Settings) -> redis.Redis:

@@ -37,7 +37,8 @@ def job_events(job_id: str) -> str:
 
 
 def user_connections(user_id: str) -> str:
-    """Sorted set of a user's open connections (``instance:conn``) scored by lease expiry (ms)."""
+    """Set of a user's open connections (``instance|conn``); one counts while its instance
+    holds a live lease in INSTANCES."""
     return f"{PREFIX}:user:{user_id}:conns"
 
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from notifier.auth import AuthError, token_from
-from notifier.events import dumps
 from notifier.hub import Connection
 from notifier.outbox import CLOSE_AUTH, CLOSE_POLICY, CLOSE_TOO_MANY, Outbox
 from notifier.protocol import ClientError, decode_text
@@ -49,7 +48,7 @@ async def endpoint(ws: WebSocket, notifier: Notifier) -> None:
         return
 
     async def write(message: dict[str, Any]) -> None:
-        await ws.send_text(dumps(message))
+        await ws.send_text(notifier.native_frames(message))
 
     outbox = Outbox(write, ws.close, settings.send_queue_bytes)
     conn = Connection(

@@ -1,10 +1,11 @@
 """Who is connected, across every notifier instance, and what each user has already had.
 
-Connections are leases in Redis (a sorted set per user, scored by expiry) that each
-instance renews while the connection is open, so a dead instance's connections drop out
-by themselves. The per-user cursor records the newest inbox event acknowledged (``ack``)
-and the newest one delivered live before the user's last connection closed (``seen``);
-offline delivery replays what came after both.
+Each user has a set of open connections (``instance|conn``). An entry counts only while
+its instance's lease in ``jobcast:instances`` is live (every instance renews its own lease
+once a second), so a dead instance's connections drop out by themselves, with no
+per-connection renewal. The per-user cursor records the newest inbox event acknowledged
+(``ack``) and the newest one delivered live before the user's last connection closed
+(``seen``); offline delivery replays what came after both.
 """
 
 from __future__ import annotations
@@ -17,17 +18,45 @@ from notifier import keys
 from notifier.bus import text
 from notifier.events import parse_event_id
 
-# KEYS: 1 user's connections; ARGV: 1 member, 2 now ms, 3 expiry ms, 4 max connections
-_OPEN_LUA = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and
-   redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+#: Prunes the entries of dead instances. KEYS: 1 user's connections, 2 instances;
+#: ARGV: 1 now ms. Leaves ``live`` = the remaining members.
+_PRUNE = """
+local live = {}
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local instance = string.match(member, '^(.*)|')
+  local expiry = instance and redis.call('ZSCORE', KEYS[2], instance)
+  if expiry and tonumber(expiry) >= tonumber(ARGV[1]) then
+    live[#live + 1] = member
+  else
+    redis.call('SREM', KEYS[1], member)
+  end
+end
+"""
+
+# ARGV: 1 now ms, 2 member, 3 max connections, 4 ttl s
+_OPEN_LUA = (
+    _PRUNE
+    + """
+if redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 and #live >= tonumber(ARGV[3]) then
   return -1
 end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-return redis.call('ZCARD', KEYS[1])
+redis.call('SADD', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return #live + 1
 """
+)
+
+# ARGV: 1 now ms, 2 member to leave out of the count ('' for none)
+_LIVE_LUA = (
+    _PRUNE
+    + """
+local count = 0
+for _, member in ipairs(live) do
+  if member ~= ARGV[2] then count = count + 1 end
+end
+return count
+"""
+)
 
 # KEYS: 1 cursor hash; ARGV: 1 field, 2 event id, 3 ttl s. Keeps the larger id.
 _CURSOR_LUA = """
@@ -49,48 +78,39 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+async def live_connections(client: aioredis.Redis, user_id: str, exclude: str = "") -> int:
+    """The user's open connections on live instances (``exclude``: one ``instance|conn``)."""
+    count = await client.register_script(_LIVE_LUA)(
+        keys=[keys.user_connections(user_id), keys.INSTANCES], args=[_now_ms(), exclude]
+    )
+    return int(count)
+
+
 class Presence:
-    def __init__(
-        self, client: aioredis.Redis, instance: str, lease_seconds: float, retention: int
-    ) -> None:
+    def __init__(self, client: aioredis.Redis, instance: str, retention: int) -> None:
         self._redis = client
         self._instance = instance
-        self._lease_ms = int(lease_seconds * 1000)
         self._retention = retention
         self._open = client.register_script(_OPEN_LUA)
         self._cursor = client.register_script(_CURSOR_LUA)
 
     def _member(self, conn_id: str) -> str:
-        return f"{self._instance}:{conn_id}"
+        return f"{self._instance}|{conn_id}"
 
     async def open(self, user_id: str, conn_id: str, limit: int) -> bool:
-        """Lease a connection slot for the user; False when they already have ``limit``."""
-        now = _now_ms()
+        """Take a connection slot for the user; False when they already have ``limit``."""
         count = await self._open(
-            keys=[keys.user_connections(user_id)],
-            args=[self._member(conn_id), now, now + self._lease_ms, limit],
+            keys=[keys.user_connections(user_id), keys.INSTANCES],
+            args=[_now_ms(), self._member(conn_id), limit, self._retention],
         )
         return int(count) >= 0
 
     async def close(self, user_id: str, conn_id: str) -> None:
-        await self._redis.zrem(keys.user_connections(user_id), self._member(conn_id))
-
-    async def renew(self, leases: list[tuple[str, str]]) -> None:
-        """Extend the leases of this instance's open connections ``(user_id, conn_id)``."""
-        if not leases:
-            return
-        expiry = _now_ms() + self._lease_ms
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for user_id, conn_id in leases:
-                pipe.zadd(keys.user_connections(user_id), {self._member(conn_id): expiry}, xx=True)
-                pipe.pexpireat(keys.user_connections(user_id), expiry)
-            await pipe.execute()
+        await self._redis.srem(keys.user_connections(user_id), self._member(conn_id))
 
     async def others_online(self, user_id: str, conn_id: str) -> bool:
         """Whether the user has a live connection other than ``conn_id`` on any instance."""
-        members = await self._redis.zrangebyscore(keys.user_connections(user_id), _now_ms(), "+inf")
-        mine = self._member(conn_id)
-        return any(member != mine for member in members)
+        return await live_connections(self._redis, user_id, self._member(conn_id)) > 0
 
     async def advance(self, user_id: str, field: str, event_id: str) -> bool:
         """Move the user's ``acked`` or ``seen`` cursor forward to ``event_id``."""

@@ -27,6 +27,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "JOBCAST_REDIS_URL"),
     )
 
+    #: Allocations between young-generation garbage collections in a notifier (0: Python's
+    #: default of 700, which costs much CPU with thousands of connections).
+    gc_threshold: int = 50_000
+    #: Connections in each process's Redis pool (callers wait for a free one).
+    redis_max_connections: int = 64
+
     # --- auth
     jwt_secret: SecretStr | None = None
     jwt_algorithms: Annotated[list[str], NoDecode] = ["HS256"]

@@ -7,11 +7,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import socketio
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
 
 from notifier.auth import AuthError, token_from
 from notifier.events import dumps
 from notifier.hub import Connection
-from notifier.outbox import Outbox
+from notifier.outbox import EncodeCache, Outbox
 
 if TYPE_CHECKING:
     from notifier.service import Notifier
@@ -70,6 +72,15 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
     sio.auth_timeout = settings.auth_timeout_seconds
     sio._timers = set()
     connections: dict[str, Connection] = {}
+
+    def encode(message: dict[str, Any]) -> list[eio_packet.Packet]:
+        # What python-socketio's emit builds, built once per event for all recipients.
+        pkt = sio.packet_class(sio_packet.EVENT, data=[message["type"], message], namespace="/")
+        encoded = pkt.encode()
+        parts = encoded if isinstance(encoded, list) else [encoded]
+        return [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
+
+    packets = EncodeCache(encode)
     background: set[asyncio.Task[None]] = set()
     writers: dict[str, asyncio.Task[None]] = {}
 
@@ -87,7 +98,10 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
         last_event_id = auth.get("lastEventId") if isinstance(auth, dict) else None
 
         async def write(message: dict[str, Any]) -> None:
-            await sio.emit(message["type"], message, to=sid)
+            eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+            if eio_sid is not None:
+                for eio_pkt in packets(message):
+                    await sio.eio.send_packet(eio_sid, eio_pkt)
 
         async def close(code: int, reason: str) -> None:
             log.warning("closing connection", extra={"conn": sid, "reason": reason})

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from notifier import keys
 from notifier.bus import text
+from notifier.presence import live_connections
 
 TRANSPORTS = ("websocket", "polling", "native")
 FIGURES = ("activeConnections", "activeJobSubscriptions", "activeChannelSubscriptions")
@@ -86,5 +87,5 @@ async def cluster_stats(client: aioredis.Redis) -> dict[str, Any]:
 
 
 async def user_connections(client: aioredis.Redis, user_id: str) -> int:
-    """The user's open connections on every instance (live leases)."""
-    return int(await client.zcount(keys.user_connections(user_id), _now_ms(), "+inf"))
+    """The user's open connections on every live instance."""
+    return await live_connections(client, user_id)
