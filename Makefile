@@ -14,7 +14,7 @@ ARGS   ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv web run test test-unit test-integration lint format typecheck audit check \
-        worker notifier api api-only flower compose-config clean distclean
+        worker notifier api api-only flower compose-config clean distclean bench bench-quick
 
 help:
 	@echo "make run             start Redis (if none answers), a worker, the API and Flower"
@@ -22,6 +22,7 @@ help:
 	@echo "make lint|typecheck|audit|check   ruff, mypy, pip-audit, all three"
 	@echo "make worker|api|notifier|api-only|flower   one part (ARGS=... for extra options)"
 	@echo "make compose-config  validate docker-compose.yml"
+	@echo "make bench|bench-quick   benchmark against two baselines (bench/README.md)"
 	@echo "make web             npm ci: socket.io-client (demo page), playwright-core (browser tests)"
 	@echo "make venv|clean|distclean"
 
@@ -81,6 +82,14 @@ flower: venv
 	FLOWER_BASIC_AUTH="$${JOBCAST_FLOWER_BASIC_AUTH:?set JOBCAST_FLOWER_BASIC_AUTH=user:password}" \
 	$(BIN)/python -m celery -A workers.app flower \
 		--port=$${JOBCAST_FLOWER_PORT:-5555} --address=127.0.0.1 $(ARGS)
+
+# --- benchmark (bench/README.md): jobcast against a naive python-socketio server and a
+# Node socket.io server, same workloads, same run; writes bench/results/<timestamp>.md.
+bench: venv
+	bash bench/run.sh $(ARGS)
+
+bench-quick: venv
+	bash bench/run.sh --quick $(ARGS)
 
 # --- checks
 

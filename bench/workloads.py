@@ -1,0 +1,375 @@
+"""The workloads of issue 7 and how one run of each is carried out against one server.
+
+A run: fresh Redis contents, the server(s) under test started, the matching producer, the
+load generator connecting its clients; then the measured phase, bracketed by CPU readings
+of every process involved. Nothing here asserts anything about the figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bench.servers import (
+    LineChild,
+    Profiler,
+    RedisServer,
+    Server,
+    cpu_seconds,
+    loadgen,
+    log,
+    rss_kib,
+)
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    kind: str  # "stream" (paced events), "burst" (as fast as possible), "population"
+    clients: int = 0
+    rate: float = 0.0
+    duration: float = 0.0
+    count: int = 0
+    transports: tuple[str, ...] = ("websocket",)
+    instances: int = 1
+    sizes: tuple[int, ...] = ()
+    broadcasts: int = 5
+
+
+FULL: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload("W1", "latency: 1 event/s to each of N subscribed websocket clients",
+                 "stream", clients=1000, rate=1000, duration=20),
+        Workload("W1b", "latency at 5x the rate (W1 with 5,000 events/s)",
+                 "stream", clients=1000, rate=5000, duration=10),
+        Workload("W2", "throughput: a bounded burst to 200 clients, as fast as delivered",
+                 "burst", clients=200, count=200_000),
+        Workload("W3", "fan-out: one system broadcast to every connected client (median of 5)",
+                 "population", sizes=(1000, 5000)),
+        Workload("W4", "memory: server RSS per idle websocket connection",
+                 "population", sizes=(1000, 5000)),
+        Workload("W5", "polling: clients forced to long-polling, paced events",
+                 "stream", clients=200, rate=200, duration=20, transports=("polling",)),
+        Workload("W6", "scale-out: W2 with two server instances, clients split between them",
+                 "burst", clients=200, count=200_000, instances=2),
+        Workload("W7", "capacity: 10,000 websocket clients while delivering 1,000 events/s",
+                 "stream", clients=10_000, rate=1000, duration=20),
+    )
+}  # fmt: skip
+
+DEFAULT_ORDER = ("W1", "W1b", "W2", "W3", "W4", "W5", "W6")
+
+
+def scaled(w: Workload, scale: float, duration_scale: float) -> Workload:
+    def n(x: int) -> int:
+        return max(2, round(x * scale))
+
+    return replace(
+        w,
+        clients=n(w.clients) if w.clients else 0,
+        rate=max(2.0, w.rate * scale) if w.rate else 0.0,
+        duration=max(2.0, w.duration * duration_scale) if w.duration else 0.0,
+        count=n(w.count) if w.count else 0,
+        sizes=tuple(n(s) for s in w.sizes),
+    )
+
+
+@dataclass
+class Context:
+    redis: RedisServer
+    secret: str
+    logdir: Path
+    jobcast_app: str = "api"
+    burst_batch: int = 100
+    concurrency: int = 32
+    settle: float = 1.0
+    idle_wait: float = 3.0  # W4: how long the idle CPU is measured
+    profile_dir: Path | None = None  # --profile: py-spy on jobcast during measured phases
+    runs: int = 0
+
+    def next_prefix(self) -> str:
+        self.runs += 1
+        return f"r{self.runs}-"
+
+    def server(self, name: str) -> Server:
+        return Server(
+            name,
+            self.redis,
+            self.secret,
+            self.logdir,
+            jobcast_app=self.jobcast_app,
+            burst_batch=self.burst_batch,
+        )
+
+
+# --- helpers
+
+
+@contextlib.contextmanager
+def profiled(ctx: Context, server: Server, label: str) -> Iterator[None]:
+    """py-spy on each jobcast process while the block runs (with ``--profile``)."""
+    profilers: list[Profiler] = []
+    if ctx.profile_dir is not None and server.name == "jobcast":
+        for inst in server.instances:
+            path = ctx.profile_dir / f"{label}-jobcast-{inst.port}.txt"
+            profilers.append(Profiler(inst.pid, path))
+            log(f"profiling jobcast:{inst.port} into {path}")
+    try:
+        yield
+    finally:
+        for profiler in profilers:
+            profiler.stop()
+
+
+@contextlib.contextmanager
+def started(ctx: Context, name: str, instances: int) -> Iterator[Server]:
+    ctx.redis.flush()
+    server = ctx.server(name)
+    try:
+        server.start(instances)
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def child(make: Any) -> Iterator[LineChild]:
+    proc: LineChild | None = None
+    try:
+        proc = make()
+        yield proc
+    finally:
+        if proc is not None:
+            proc.stop()
+
+
+def ready_timeout(clients: int) -> float:
+    return 60.0 + clients * 0.05
+
+
+def calls_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Redis commands issued meanwhile (by everyone: server, producer, and the INFO itself)."""
+    delta = {name: n - before.get(name, 0) for name, n in after.items()}
+    return dict(sorted(((k, v) for k, v in delta.items() if v > 0), key=lambda kv: -kv[1]))
+
+
+def cpu(server: Server, **others: int | None) -> dict[str, float]:
+    readings = {"server": sum(cpu_seconds(pid) for pid in server.pids)}
+    for role, pid in others.items():
+        readings[role] = cpu_seconds(pid) if pid else 0.0
+    return readings
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {f"{role}_cpu_s": round(after[role] - before[role], 3) for role in before}
+
+
+def open_clients(
+    ctx: Context, server: Server, clients: int, prefix: str, *, subscribe: bool,
+    transports: tuple[str, ...] = ("websocket",), duration: float = 0.0,
+) -> LineChild:  # fmt: skip
+    wait = ready_timeout(clients)
+    params = {
+        "urls": server.urls,
+        "transports": list(transports),
+        "clients": clients,
+        "secret": ctx.secret,
+        "userPrefix": f"{prefix}u",
+        "jobPrefix": f"{prefix}j",
+        "subscribe": subscribe,
+        "concurrency": ctx.concurrency,
+        "readyTimeoutMs": int(wait * 1000),
+        "deadlineS": int(wait + duration * 3 + 300),
+    }
+    return loadgen(params, label=server.name)
+
+
+def expect_ready(lg: LineChild, clients: int) -> dict[str, Any]:
+    ready = lg.expect(["ready"], timeout=ready_timeout(clients) + 30)
+    if ready["connected"] < clients or ready["failed"]:
+        log(
+            f"{ready['connected']}/{clients} clients connected, {ready['failed']} failed: "
+            f"{ready['errors']}"
+        )
+    return ready
+
+
+# --- runners: each returns a list of (workload name, size, metrics) records
+
+
+def measure(
+    w: Workload, name: str, producer: LineChild, lg: LineChild, plan: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """The measured phase of a stream or burst run: publish, then wait for the clients."""
+    if w.kind == "burst":
+        log(f"{w.name} {name}: publishing {w.count} events as fast as possible")
+        done = producer.call(
+            {"cmd": "burst", "count": w.count, **plan}, ["done"], timeout=w.count / 500 + 60
+        )
+        drain_timeout = w.count / 2000 * 1000 + 30_000
+    else:
+        log(f"{w.name} {name}: {w.rate:g} events/s for {w.duration:g}s")
+        done = producer.call(
+            {"cmd": "rate", "rate": w.rate, "durationS": w.duration, **plan}, ["done"],
+            timeout=w.duration * 1.5 + 60,
+        )  # fmt: skip
+        drain_timeout = 60_000
+    stats = lg.call(
+        {"cmd": "wait", "kind": "job", "sent": done["sent"], "jobs": plan["jobs"],
+         "quietMs": 3000, "timeoutMs": drain_timeout},
+        ["stats"], timeout=drain_timeout / 1000 + 30,
+    )  # fmt: skip
+    return done, stats, drain_timeout
+
+
+def run_stream(ctx: Context, w: Workload, name: str) -> list[dict[str, Any]]:
+    """Paced events (W1, W1b, W5, W7) or a burst (W2, W6) to clients subscribed each to
+    its own job; event k goes to job k % clients."""
+    prefix = ctx.next_prefix()
+    jobs = w.clients
+    plan = {"jobs": jobs, "jobPrefix": f"{prefix}j", "userPrefix": f"{prefix}u"}
+    with started(ctx, name, w.instances) as server, child(server.producer) as producer:
+        producer.call({"cmd": "setup", **plan}, ["done"], timeout=60 + jobs * 0.01)
+        with child(
+            lambda: open_clients(
+                ctx, server, w.clients, prefix, subscribe=True,
+                transports=w.transports, duration=w.duration,
+            )
+        ) as lg:  # fmt: skip
+            ready = expect_ready(lg, w.clients)
+            time.sleep(ctx.settle)
+            before = cpu(server, loadgen=lg.pid, producer=producer.pid, redis=ctx.redis.pid)
+            lg.call({"cmd": "reset"}, ["reset"], timeout=10)
+            calls_before = ctx.redis.command_calls()
+            with profiled(ctx, server, f"{w.name}-{prefix.strip('-')}"):
+                done, stats, _ = measure(w, name, producer, lg, plan)
+            after = cpu(server, loadgen=lg.pid, producer=producer.pid, redis=ctx.redis.pid)
+            rss = sum(rss_kib(pid) for pid in server.pids)
+            calls = calls_delta(calls_before, ctx.redis.command_calls())
+
+    sent, received = int(done["sent"]), int(stats["received"])
+    delay = stats["delayMs"]
+    cpus = cpu_delta(before, after)
+    metrics: dict[str, Any] = {
+        "clients": w.clients,
+        "connected": ready["connected"],
+        "connect_s": round(ready["connectMs"] / 1000, 2),
+        "sent": sent,
+        "received": received,
+        "missing": sent - received,
+        "final_missing": stats["finalMissing"],
+        "out_of_order": stats["outOfOrder"],
+        "disconnects": stats["disconnects"],
+        "p50_ms": delay["p50"],
+        "p95_ms": delay["p95"],
+        "p99_ms": delay["p99"],
+        "max_ms": delay["max"],
+        "producer_per_s": round(sent / max(1e-3, (done["t1"] - done["t0"]) / 1000), 1),
+        "server_rss_mib": round(rss / 1024, 1),
+        "drain_ended": stats["ended"],
+        "slowest_at_s_ms": stats.get("slowest", []),
+        "redis_calls": calls,
+        "redis_calls_per_event": round(sum(calls.values()) / max(1, sent), 2),
+        "xread_per_event": round(calls.get("xread", 0) / max(1, sent), 3),
+        **cpus,
+        "server_us_per_event": round(cpus["server_cpu_s"] * 1e6 / max(1, received), 1),
+        "server_us_per_sent_event": round(cpus["server_cpu_s"] * 1e6 / max(1, sent), 1),
+        "loadgen_us_per_event": round(cpus["loadgen_cpu_s"] * 1e6 / max(1, received), 1),
+        "redis_us_per_event": round(cpus["redis_cpu_s"] * 1e6 / max(1, received), 1),
+    }
+    if w.kind == "burst" and stats["lastRecv"] and stats["firstSentAt"]:
+        window = max(1e-3, (stats["lastRecv"] - stats["firstSentAt"]) / 1000)
+        metrics["window_s"] = round(window, 3)
+        metrics["delivered_per_s"] = round(received / window, 1)
+        metrics["delivered_per_s_per_process"] = round(received / window / w.instances, 1)
+        # Events brought to their clients' screens per second: jobcast's outbox may merge a
+        # progress update that is still unsent when a newer one for the job arrives, so
+        # fewer messages can carry all the events; this counts the events themselves.
+        if stats["finalMissing"] == 0:
+            metrics["settled_per_s"] = round(sent / window, 1)
+            metrics["settled_per_s_per_process"] = round(sent / window / w.instances, 1)
+        metrics["per_instance_received"] = stats["perUrl"]
+    log(
+        f"{w.name} {name}: sent {sent}, received {received}, p50 {delay['p50']} ms, "
+        f"p99 {delay['p99']} ms, server CPU {cpus['server_cpu_s']} s"
+        + (f", {metrics.get('delivered_per_s')} ev/s" if w.kind == "burst" else "")
+    )
+    return [{"workload": w.name, "size": None, "metrics": metrics}]
+
+
+def run_population(
+    ctx: Context, name: str, size: int, *, memory: Workload | None, fanout: Workload | None
+) -> list[dict[str, Any]]:
+    """``size`` idle websocket clients: RSS per connection (W4), then system broadcasts to
+    all of them (W3)."""
+    prefix = ctx.next_prefix()
+    records: list[dict[str, Any]] = []
+    with started(ctx, name, 1) as server, child(server.producer) as producer:
+        time.sleep(ctx.settle)
+        rss_before = sum(rss_kib(pid) for pid in server.pids)
+        with child(lambda: open_clients(ctx, server, size, prefix, subscribe=False)) as lg:
+            ready = expect_ready(lg, size)
+            connected = int(ready["connected"])
+            time.sleep(ctx.settle + 1.0)
+            idle_a = cpu(server)
+            time.sleep(ctx.idle_wait)
+            idle_b = cpu(server)
+            rss_after = sum(rss_kib(pid) for pid in server.pids)
+            if memory is not None:
+                metrics = {
+                    "clients": size,
+                    "connected": connected,
+                    "connect_s": round(ready["connectMs"] / 1000, 2),
+                    "kib_per_conn": round((rss_after - rss_before) / max(1, connected), 2),
+                    "rss_before_mib": round(rss_before / 1024, 1),
+                    "rss_after_mib": round(rss_after / 1024, 1),
+                    "idle_cpu_pct": round(
+                        (idle_b["server"] - idle_a["server"]) / ctx.idle_wait * 100, 1
+                    ),
+                }
+                log(f"W4 {name} {size}: {metrics['kib_per_conn']} KiB per connection")
+                records.append({"workload": memory.name, "size": size, "metrics": metrics})
+            if fanout is not None:
+                before = cpu(server, loadgen=lg.pid, producer=producer.pid, redis=ctx.redis.pid)
+                lasts, p50s, got = [], [], []
+                profile = profiled(ctx, server, f"{fanout.name}-{size}-{prefix.strip('-')}")
+                with profile:
+                    for b in range(fanout.broadcasts):
+                        lg.call({"cmd": "reset"}, ["reset"], timeout=10)
+                        producer.call({"cmd": "broadcast", "id": b}, ["done"], timeout=30)
+                        stats = lg.call(
+                            {"cmd": "wait", "kind": "broadcast", "expect": connected,
+                             "quietMs": 3000, "timeoutMs": 30_000},
+                            ["stats"], timeout=60,
+                        )  # fmt: skip
+                        lasts.append(stats["delayMs"]["max"])
+                        p50s.append(stats["delayMs"]["p50"])
+                        got.append(stats["received"])
+                        time.sleep(0.3)
+                after = cpu(server, loadgen=lg.pid, producer=producer.pid, redis=ctx.redis.pid)
+                cpus = cpu_delta(before, after)
+                delivered = sum(got)
+                valid = [x for x in lasts if x is not None]
+                metrics = {
+                    "clients": size,
+                    "connected": connected,
+                    "last_client_ms": round(statistics.median(valid), 3) if valid else None,
+                    "last_client_ms_each": lasts,
+                    "p50_ms": round(statistics.median([x for x in p50s if x is not None]), 3)
+                    if any(x is not None for x in p50s)
+                    else None,
+                    "received_min": min(got),
+                    "missing": connected * fanout.broadcasts - delivered,
+                    **cpus,
+                    "server_us_per_event": round(cpus["server_cpu_s"] * 1e6 / max(1, delivered), 1),
+                }
+                log(f"W3 {name} {size}: last client after {metrics['last_client_ms']} ms")
+                records.append({"workload": fanout.name, "size": size, "metrics": metrics})
+    return records
