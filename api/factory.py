@@ -8,13 +8,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from prometheus_client import make_asgi_app
-from starlette.routing import Mount
 
 from api.errors import install_handlers
 from api.routes import demo, jobs, websocket
 from notifier.auth import TokenVerifier
 from notifier.bus import async_client
+from notifier.metrics import metrics_route
 from notifier.service import Notifier
 from notifier.settings import Settings, get_settings
 
@@ -57,7 +56,7 @@ def create_rest_app(settings: Settings | None = None, notifier: Notifier | None 
         app.router.routes.extend(notifier.routes())
     else:
         _add_health(app)
-    app.router.routes.append(Mount("/metrics", make_asgi_app()))
+    app.router.routes.append(metrics_route())
     return app
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from prometheus_client import make_asgi_app
 from starlette.applications import Starlette
-from starlette.routing import Mount
 
+from notifier.metrics import metrics_route
 from notifier.service import Notifier
 
 notifier = Notifier()
@@ -22,7 +21,7 @@ async def _lifespan(_: Starlette) -> AsyncIterator[None]:
 
 app = notifier.asgi(
     Starlette(
-        routes=[*notifier.routes(), Mount("/metrics", make_asgi_app())],
+        routes=[*notifier.routes(), metrics_route()],
         lifespan=_lifespan,
     )
 )

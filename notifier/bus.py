@@ -80,11 +80,12 @@ if job ~= '' then
   if transition then
     redis.call('EXPIRE', KEYS[2], retention)
     redis.call('EXPIRE', KEYS[6], retention)
-    if terminal or state == 'retrying' then
-      redis.call('ZREM', KEYS[7], job)
-    elseif state ~= 'queued' then
-      redis.call('ZADD', KEYS[7], tonumber(now) + tonumber(ARGV[15]), job)
-    end
+  end
+  -- Every step of a running job is a sign of life: it renews the job's lease.
+  if terminal or state == 'retrying' then
+    redis.call('ZREM', KEYS[7], job)
+  elseif state ~= 'queued' then
+    redis.call('ZADD', KEYS[7], tonumber(now) + tonumber(ARGV[15]), job)
   end
   if terminal then
     redis.pcall('XADD', KEYS[4], 'MAXLEN', ARGV[14], id,

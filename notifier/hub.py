@@ -36,6 +36,7 @@ class Connection:
         "id",
         "jobs",
         "limiter",
+        "lost",
         "pending",
         "principal",
         "replaying",
@@ -58,6 +59,9 @@ class Connection:
         self.sender = send
         self.closer = close
         self.limiter = limiter
+        #: Closed with messages undelivered (slow consumer): its user's ``seen`` cursor
+        #: must not move past them.
+        self.lost = False
         self.jobs: set[str] = set()
         self.channels: set[str] = set()
         #: Jobs whose subscription waits for its snapshot: live events are held back here.
@@ -102,8 +106,8 @@ class Hub:
 
     def resume(self, conn: Connection, replay: Sequence[StreamEvent]) -> None:
         """Send the replayed events, then the live ones held meanwhile, without duplicates."""
-        for event in replay:
-            self._send(conn, event.job_id, event.message(), event.key, _size(event))
+        for event in replay:  # bounded by the inbox caps: not counted against the backlog
+            self._send(conn, event.job_id, event.message(), event.key, 0)
         held, conn.replaying = conn.replaying or [], None
         for event in held:
             self._deliver(conn, event, event.message())

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 CONNECTIONS = Gauge(
     "jobcast_connections", "Open client connections on this instance", ["transport"]
@@ -22,3 +25,12 @@ READER_LAG = Gauge(
     "jobcast_reader_lag_entries",
     "Stream entries between the event stream's head and this instance's last id (capped)",
 )
+
+
+def metrics_route() -> Route:
+    """``GET /metrics`` in the Prometheus text format (at that exact path: no redirect)."""
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return Route("/metrics", metrics, include_in_schema=False)

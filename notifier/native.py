@@ -16,7 +16,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from notifier.auth import AuthError, token_from
 from notifier.hub import Connection
-from notifier.outbox import CLOSE_AUTH, CLOSE_POLICY, CLOSE_TOO_MANY, Outbox
+from notifier.outbox import CLOSE_AUTH, CLOSE_POLICY, CLOSE_TOO_MANY, SLOW_CONSUMER, Outbox
 from notifier.protocol import ClientError, decode_text
 
 if TYPE_CHECKING:
@@ -50,7 +50,11 @@ async def endpoint(ws: WebSocket, notifier: Notifier) -> None:
     async def write(message: dict[str, Any]) -> None:
         await ws.send_text(notifier.native_frames(message))
 
-    outbox = Outbox(write, ws.close, settings.send_queue_bytes)
+    async def close(code: int, reason: str) -> None:
+        conn.lost = reason == SLOW_CONSUMER
+        await ws.close(code, reason)
+
+    outbox = Outbox(write, close, settings.send_queue_bytes)
     conn = Connection(
         conn_id, principal, "native", outbox.put, outbox.close, notifier.rate_limiter()
     )

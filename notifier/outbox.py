@@ -49,7 +49,7 @@ class EncodeCache(Generic[T]):
     reused while cached; the oldest go first.
     """
 
-    def __init__(self, encode: Callable[[dict[str, Any]], T], size: int = 1024) -> None:
+    def __init__(self, encode: Callable[[dict[str, Any]], T], size: int = 64) -> None:
         self._encode = encode
         self._size = size
         self._entries: OrderedDict[int, tuple[dict[str, Any], T]] = OrderedDict()

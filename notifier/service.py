@@ -150,7 +150,7 @@ class Notifier:
         try:
             await self.presence.close(conn.user_id, conn.id)
             last = self.reader.last_id if self.reader else None
-            if last and last != "0-0" and not self.hub.by_user.get(conn.user_id):
+            if last and last != "0-0" and not conn.lost and not self.hub.by_user.get(conn.user_id):
                 await self.presence.advance(conn.user_id, "seen", last)
         except Exception as exc:
             log.warning("presence not updated", extra={"conn": conn.id, "error": str(exc)})

@@ -13,7 +13,7 @@ from socketio import packet as sio_packet
 from notifier.auth import AuthError, token_from
 from notifier.events import dumps
 from notifier.hub import Connection
-from notifier.outbox import EncodeCache, Outbox
+from notifier.outbox import SLOW_CONSUMER, EncodeCache, Outbox
 
 if TYPE_CHECKING:
     from notifier.service import Notifier
@@ -83,6 +83,7 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
     packets = EncodeCache(encode)
     background: set[asyncio.Task[None]] = set()
     writers: dict[str, asyncio.Task[None]] = {}
+    establishing: dict[str, asyncio.Task[None]] = {}
 
     @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
@@ -105,6 +106,7 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
 
         async def close(code: int, reason: str) -> None:
             log.warning("closing connection", extra={"conn": sid, "reason": reason})
+            conn.lost = reason == SLOW_CONSUMER
             await sio.disconnect(sid)
 
         def backed_up() -> bool:
@@ -131,10 +133,12 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
         task = asyncio.get_running_loop().create_task(established())
         background.add(task)
         task.add_done_callback(background.discard)
+        establishing[sid] = task
 
     @sio.event
     async def disconnect(sid: str, reason: Any = None) -> None:
         conn = connections.pop(sid, None)
+        establishing.pop(sid, None)
         writer = writers.pop(sid, None)
         if writer is not None:
             writer.cancel()
@@ -147,6 +151,11 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
         conn = connections.get(sid)
         if conn is None:
             return None
+        pending = establishing.pop(sid, None)
+        if pending is not None and not pending.done():
+            # The welcome and the replay come before any answer (a subscribe snapshot
+            # must not overtake the replayed events).
+            await asyncio.shield(pending)
         payload = args[0] if len(args) == 1 else {} if not args else args
         try:
             size = len(dumps(payload))

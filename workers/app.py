@@ -23,9 +23,13 @@ app.conf.update(
     worker_send_task_events=True,
     task_send_sent_event=True,
     task_track_started=True,
-    # Long content-generation tasks: take one at a time, acknowledge when done.
+    # Long content-generation tasks: take one at a time.
     worker_prefetch_multiplier=1,
-    task_acks_late=True,
+    # Acknowledge on receipt. With acks_late, kombu 5.7's Redis transport crashes the whole
+    # worker ("Unrecoverable error ... 'NoneType' object has no attribute 'hostname'" in
+    # restore_unacked) when Redis restarts under a running task; and a task lost with its
+    # worker is reported as worker_lost by jobcast's lease reaper either way.
+    task_acks_late=False,
     task_reject_on_worker_lost=False,  # a dead child fails its task: reported as worker_lost
     result_expires=settings.retention_seconds,
     broker_connection_retry_on_startup=True,

@@ -62,7 +62,7 @@ def _report(progress: float, message: str | None, fields: dict[str, Any]) -> Non
         seq=run.next_seq(),
         **extra,
     )
-    if run.progress(event, urgent=value >= 100):
+    if run.progress(event, urgent=value >= 100 and not run.reached_end):
         _celery_state(task, dict(event.snapshot))
 
 

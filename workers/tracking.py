@@ -138,6 +138,8 @@ class Run:
         self._last_sent = float("-inf")
         self._pending: Event | None = None
         self._timer: threading.Timer | None = None
+        #: Progress 100 has been sent: later reports at 100 are coalesced like any other.
+        self.reached_end = False
 
     def next_seq(self) -> int:
         with self._lock:
@@ -159,6 +161,11 @@ class Run:
                 return False
             self._pending = None
             self._last_sent = now
+            if self._timer is not None:  # what it would have sent is superseded by this
+                self._timer.cancel()
+                self._timer = None
+            if urgent:
+                self.reached_end = True
         self._emit(event)
         return True
 
