@@ -93,7 +93,7 @@ async def _read_loop(
             raw = frame.get("text")
             if raw is None:
                 raw = frame.get("bytes") or b""
-            if len(raw) > limit:
+            if len(raw.encode() if isinstance(raw, str) else raw) > limit:  # bytes, not chars
                 await notifier.protocol.too_large(conn)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(asyncio.shield(writer), timeout=5)

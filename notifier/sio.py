@@ -158,7 +158,7 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
             await asyncio.shield(pending)
         payload = args[0] if len(args) == 1 else {} if not args else args
         try:
-            size = len(dumps(payload))
+            size = len(dumps(payload).encode())  # bytes, not characters
         except (TypeError, ValueError):
             size = -1
         if size > settings.max_message_bytes:
