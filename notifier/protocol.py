@@ -35,8 +35,8 @@ class ClientError(Exception):
 
 def error_message(code: str, message: str, request: str | None = None) -> dict[str, Any]:
     msg: dict[str, Any] = {"type": "error", "code": code, "message": message}
-    if request:
-        msg["request"] = request
+    if request and _encodable(request):
+        msg["request"] = request[:64]
     return msg
 
 
@@ -55,7 +55,7 @@ def decode_text(text: str | bytes) -> Any:
     """A native frame as a JSON value; ``bad_request`` when it is not JSON."""
     try:
         return json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ClientError("bad_request", "message is not valid JSON") from exc
 
 
@@ -63,11 +63,19 @@ def _text_field(msg: dict[str, Any], name: str, max_length: int = MAX_ID_LENGTH)
     value = msg.get(name)
     if value is None or value == "":
         raise ClientError("bad_request", f"{name} is required")
-    if not isinstance(value, str) or len(value) > max_length:
+    if not isinstance(value, str) or len(value) > max_length or not _encodable(value):
         raise ClientError(
             "bad_request", f"{name} must be a string of at most {max_length} characters"
         )
     return value
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # lone surrogates from JSON escapes
+        return False
+    return True
 
 
 Handler = Callable[[Connection, dict[str, Any]], Awaitable[dict[str, Any] | None]]

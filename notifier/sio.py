@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+import engineio.payload
 import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SOCKETIO_PATH = "ws/job-status"
+# A polling POST may carry a client's whole burst (python-engineio drops a POST of more than
+# 16 packets whole, answering 200); the body stays capped by max_http_buffer_size.
+engineio.payload.Payload.max_decode_packets = 64
 #: Packets waiting in Engine.IO's own queue before the outbox holds further messages back.
 ENGINEIO_QUEUE_HIGH = 64
 
