@@ -9,15 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from notifier import keys
-from tests.conftest import REPO, START_TIMEOUT, child_env, log_tail, stop_process, wait_until
+from tests.conftest import running_worker
 from tests.helpers import bearer, is_terminal, job_events
 
 #: How long a test keeps listening after a job's terminal event for anything more.
@@ -28,49 +25,11 @@ def local_worker(log_dir: Path, *, concurrency: int = 4) -> Iterator[subprocess.
     """Run a worker of the test-local app until the generator is closed."""
     from tests.celery_local_app import QUEUE
 
-    log_path = log_dir / "local-worker.log"
-    args = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "tests.celery_local_app",
-        "worker",
-        "-c",
-        str(concurrency),
-        "-P",
-        "prefork",
-        "-Q",
-        QUEUE,
-        "-l",
-        "INFO",
-        "--without-mingle",
-        "--without-gossip",
-        "-n",
-        f"local-{log_dir.name}@%h",
-    ]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            args,
-            cwd=REPO,
-            env=child_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def ready() -> bool:
-        return proc.poll() is not None or " ready." in log_path.read_text(errors="replace")
-
-    try:
-        if not wait_until(ready, timeout=START_TIMEOUT, interval=0.2) or proc.poll() is not None:
-            pytest.fail(
-                f"the test-local worker did not become ready (exit code {proc.poll()}):\n"
-                f"{log_tail(log_path)}"
-            )
+    args = ["-m", "celery", "-A", "tests.celery_local_app", "worker",
+            "-c", str(concurrency), "-P", "prefork", "-Q", QUEUE, "-l", "INFO",
+            "--without-mingle", "--without-gossip", "-n", f"local-{log_dir.name}@%h"]  # fmt: skip
+    with running_worker(log_dir / "local-worker.log", args=args) as proc:
         yield proc
-    finally:
-        stop_process(proc, group=True)
 
 
 async def submit(task: Any, *args: Any, user_id: str, **kwargs: Any) -> str:

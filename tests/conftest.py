@@ -226,12 +226,13 @@ WORKER_ARGS = [
 
 @contextlib.contextmanager
 def running_worker(
-    log_path: Path, env: dict[str, str] | None = None
+    log_path: Path, env: dict[str, str] | None = None, args: list[str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A Celery worker of the bundled app, ready (its log says so) until the block ends."""
+    """A Celery worker (the bundled app unless ``args`` says otherwise), ready (its log
+    says so) until the block ends."""
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, *WORKER_ARGS],
+            [sys.executable, *(args or WORKER_ARGS)],
             cwd=REPO,
             env=env or child_env(),
             stdout=log,

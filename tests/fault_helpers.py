@@ -44,6 +44,7 @@ from tests.conftest import (
     child_env,
     free_port,
     log_tail,
+    running_worker,
     stop_process,
     wait_until,
 )
@@ -188,28 +189,11 @@ def fault_worker(
     """A worker of ``tests.fault_celery_app`` (its own queue), ready until the block ends."""
     from tests.fault_celery_app import QUEUE
 
-    args = [sys.executable, "-m", "celery", "-A", "tests.fault_celery_app", "worker",
+    args = ["-m", "celery", "-A", "tests.fault_celery_app", "worker",
             "-c", str(concurrency), "-P", "prefork", "-Q", QUEUE, "-l", "INFO",
             "--without-mingle", "--without-gossip", "-n", f"fault-{os.getpid()}@%h"]  # fmt: skip
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            args,
-            cwd=REPO,
-            env=env or child_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def ready() -> bool:
-        return proc.poll() is not None or " ready." in log_path.read_text(errors="replace")
-
-    try:
-        if not wait_until(ready, timeout=START_TIMEOUT, interval=0.2) or proc.poll() is not None:
-            pytest.fail(f"fault worker not ready ({proc.poll()}):\n{log_tail(log_path)}")
+    with running_worker(log_path, env, args=args) as proc:
         yield proc
-    finally:
-        stop_process(proc, group=True)
 
 
 # --- a switchable TCP proxy (a load balancer failing over)
