@@ -122,9 +122,11 @@ class RedisServer:
 
     restartable = True
 
-    def __init__(self, port: int, workdir: Path) -> None:
+    def __init__(self, port: int, workdir: Path, password: str | None = None) -> None:
         self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
+        self.password = password
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{port}/0"
         self.workdir = workdir
         self.log_path = workdir / "redis.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -145,6 +147,8 @@ class RedisServer:
             return
         args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         proc = self.proc

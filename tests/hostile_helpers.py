@@ -36,7 +36,7 @@ import websockets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.conftest import Server, child_env, running_server
+from tests.conftest import RedisServer, Server, child_env, running_server
 from tests.helpers import (
     SOCKETIO_PATH,
     TIMEOUT,
@@ -458,47 +458,13 @@ async def log_settled(server: Server, marker: str, within: float = TIMEOUT) -> s
 # --- a Redis with a password
 
 
-class PasswordRedis:
+class PasswordRedis(RedisServer):
     """A redis-server of our own with ``--requirepass``; ``stop()`` / ``start()`` keep the
     port (for an outage)."""
 
     def __init__(self, port: int, workdir: Path, password: str) -> None:
-        self.port = port
-        self.password = password
-        self.url = f"redis://:{password}@127.0.0.1:{port}/0"
-        self.workdir = workdir
+        super().__init__(port, workdir, password=password)
         self.log_path = workdir / "redis-password.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def _ping(self) -> bool:
-        import redis
-
-        client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
-        try:
-            return bool(client.ping())
-        except (redis.RedisError, OSError):
-            return False
-        finally:
-            client.close()
-
-    def start(self) -> None:
-        from tests.conftest import START_TIMEOUT, redis_binary, wait_until
-
-        args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
-                "--requirepass", self.password]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        proc = self.proc
-        if not wait_until(lambda: proc.poll() is not None or self._ping(), timeout=START_TIMEOUT):
-            self.stop()
-            raise AssertionError("the password-protected redis-server did not answer")
-
-    def stop(self) -> None:
-        from tests.conftest import stop_process
-
-        if self.proc is not None:
-            stop_process(self.proc)
 
 
 async def instance_leases(redis_client: Any, count: int, within: float = TIMEOUT) -> None:
