@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -149,17 +150,28 @@ def _result(raw: Any) -> str | None:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
+_SCRIPTS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _publish_script(client: Any) -> Any:
+    """The publish script bound to ``client``, made once per client (not per event)."""
+    script = _SCRIPTS.get(client)
+    if script is None:
+        script = _SCRIPTS[client] = client.register_script(PUBLISH_LUA)
+    return script
+
+
 def publish_sync(client: redis.Redis, event: Event, settings: Settings) -> str | None:
     """Append ``event`` (blocking client, for Celery processes). Returns its id, or None when
     the ordering rules dropped it (a late event of a finished job, a stale step)."""
     script_keys, args = _script_call(event, settings)
-    return _result(client.register_script(PUBLISH_LUA)(keys=script_keys, args=args))
+    return _result(_publish_script(client)(keys=script_keys, args=args))
 
 
 async def publish(client: aioredis.Redis, event: Event, settings: Settings) -> str | None:
     """Append ``event`` (asyncio client). Same contract as :func:`publish_sync`."""
     script_keys, args = _script_call(event, settings)
-    raw = await client.register_script(PUBLISH_LUA)(keys=script_keys, args=args)
+    raw = await _publish_script(client)(keys=script_keys, args=args)
     return _result(raw)
 
 
