@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import engineio
 import engineio.payload
 import socketio
 from engineio import packet as eio_packet
@@ -34,11 +36,44 @@ def _environ_headers(environ: dict[str, Any]) -> dict[str, str]:
     return {"authorization": auth} if auth else {}
 
 
+class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
+    """python-engineio's server, not waiting for the client to fetch its CLOSE packet.
+
+    Upstream's ``disconnect`` waits until the session's queue is drained, which for a
+    polling client that holds no GET is never: the request that closes the session (an
+    oversized POST answered 400, the authentication timeout's timer) would hang with it,
+    and the session with it. The CLOSE packet is still queued for the next GET or for the
+    WebSocket writer; a later request of the session is answered 400.
+    """
+
+    async def disconnect(self, sid: str | None = None) -> None:
+        if sid is None:
+            await super().disconnect()
+            return
+        socket = self.sockets.get(sid)
+        if socket is not None:
+            await socket.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
+            self.sockets.pop(sid, None)
+
+
 class _Server(socketio.AsyncServer):  # type: ignore[misc]
-    """python-socketio's server, closing Engine.IO sessions that never authenticate."""
+    """python-socketio's server, hardened for hostile clients.
+
+    - Engine.IO sessions that never authenticate are closed after ``auth_timeout``.
+    - Binary packets are refused: jobcast's protocol is JSON, and python-socketio would keep
+      a binary event's attachments in memory until as many as it announced (a client may
+      announce a billion) have arrived. Stray binary frames are dropped.
+    - A packet that is not Socket.IO is logged (INFO, no traceback) and dropped; the session
+      goes on, as after any other bad input.
+    """
 
     auth_timeout = 10.0
     _timers: set[asyncio.Task[None]]
+    #: Answers a connected client's refused packet: ``(sid, message)``.
+    refuse: Callable[[str, str], Awaitable[None]]
+
+    def _engineio_server_class(self) -> type[engineio.AsyncServer]:
+        return _EngineServer
 
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
         await super()._handle_eio_connect(eio_sid, environ)
@@ -51,6 +86,28 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
         if eio_sid in self.environ and self.manager.sid_from_eio_sid(eio_sid, "/") is None:
             log.info("closing a session that never authenticated", extra={"eio_sid": eio_sid})
             await self.eio.disconnect(eio_sid)
+
+    async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
+        if isinstance(data, bytes):
+            return  # an attachment of a binary packet that was refused (or of none)
+        if data[:1] in _BINARY_PACKETS:
+            await self._refuse(eio_sid, "binary packets are not accepted: send JSON")
+            return
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except ValueError as exc:  # not a Socket.IO packet (garbage, bad JSON)
+            await self._refuse(eio_sid, f"not a Socket.IO packet: {exc}")
+
+    async def _refuse(self, eio_sid: str, message: str) -> None:
+        sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+        if sid is None:
+            log.info("protocol error before connect", extra={"eio_sid": eio_sid, "error": message})
+        else:
+            await self.refuse(sid, message)
+
+
+#: Socket.IO's BINARY_EVENT and BINARY_ACK packet types, as the first character of a packet.
+_BINARY_PACKETS = (str(sio_packet.BINARY_EVENT), str(sio_packet.BINARY_ACK))
 
 
 def create_server(notifier: Notifier) -> socketio.AsyncServer:
@@ -138,6 +195,13 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
         background.add(task)
         task.add_done_callback(background.discard)
         establishing[sid] = task
+
+    async def refuse(sid: str, message: str) -> None:
+        conn = connections.get(sid)
+        if conn is not None:
+            await notifier.protocol.reject(conn, "bad_request", message)
+
+    sio.refuse = refuse
 
     @sio.event
     async def disconnect(sid: str, reason: Any = None) -> None:
