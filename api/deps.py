@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import redis.asyncio as aioredis
@@ -11,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.errors import ApiError
 from notifier import metrics
 from notifier.auth import AuthError, Principal, TokenVerifier, token_from
+from notifier.limits import UserRateLimits
 
 bearer = HTTPBearer(auto_error=False, description="A JWT: `Authorization: Bearer <token>`")
 
@@ -27,10 +29,21 @@ def current_user(
     verifier: TokenVerifier = request.app.state.verifier
     token = token_from(None, request.headers, request.url.query)
     try:
-        return verifier.verify(token)
+        user = verifier.verify(token)
     except AuthError as exc:
         metrics.AUTH_FAILURES.labels(exc.code, "rest").inc()
         raise ApiError(401, exc.code, exc.message, {"WWW-Authenticate": "Bearer"}) from exc
+    limits: UserRateLimits = request.app.state.rate_limits
+    wait = limits.check(user.user_id)
+    if wait:
+        metrics.CLIENT_ERRORS.labels("rate_limited").inc()
+        raise ApiError(
+            429,
+            "rate_limited",
+            "Too many requests: slow down",
+            {"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    return user
 
 
 def admin_user(user: Annotated[Principal, Depends(current_user)]) -> Principal:

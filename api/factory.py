@@ -13,6 +13,7 @@ from api.errors import install_handlers
 from api.routes import demo, jobs, websocket
 from notifier.auth import TokenVerifier
 from notifier.bus import async_client
+from notifier.limits import UserRateLimits
 from notifier.metrics import metrics_route
 from notifier.service import Notifier
 from notifier.settings import Settings, get_settings
@@ -41,6 +42,9 @@ def create_rest_app(settings: Settings | None = None, notifier: Notifier | None 
     app = FastAPI(title="jobcast", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.verifier = verifier
+    app.state.rate_limits = UserRateLimits(
+        settings.rest_rate_limit_per_second, settings.rest_rate_limit_burst
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

@@ -1,13 +1,16 @@
-"""Per-connection rate limiting: a token bucket plus the flood rule of the contract.
+"""Rate limiting: a token bucket plus the flood rule of the contract.
 
 A connection may send ``rate`` messages per second with bursts of ``burst``; past that its
 messages are answered ``rate_limited``. One still flooding ``close_after`` seconds after its
-first ``rate_limited`` is closed.
+first ``rate_limited`` is closed. REST callers get a bucket per user (``UserRateLimits``)
+and 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections import OrderedDict
 from enum import Enum
 
 
@@ -30,7 +33,7 @@ class RateLimiter:
 
     def check(self, now: float | None = None) -> Verdict:
         now = time.monotonic() if now is None else now
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._tokens = min(self._burst, self._tokens + max(0.0, now - self._last) * self._rate)
         self._last = now
         if self._tokens >= 1:
             self._tokens -= 1
@@ -42,3 +45,31 @@ class RateLimiter:
         elif now - self._flood_since >= self._close_after:
             return Verdict.CLOSE
         return Verdict.LIMITED
+
+    def retry_after(self) -> float:
+        """Seconds until the bucket holds a token again."""
+        return max(0.0, (1 - self._tokens) / self._rate)
+
+
+class UserRateLimits:
+    """One token bucket per key (a user), in this process; the least recently seen key is
+    forgotten past ``max_keys`` (its bucket would have refilled by then in practice)."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 10_000) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._max_keys = max_keys
+        self._buckets: OrderedDict[str, RateLimiter] = OrderedDict()
+
+    def check(self, key: str, now: float | None = None) -> float:
+        """0.0 when ``key`` may go on, else the seconds it should wait."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = RateLimiter(self._rate, self._burst, math.inf)
+            if len(self._buckets) > self._max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+        if bucket.check(now) is Verdict.OK:
+            return 0.0
+        return bucket.retry_after()

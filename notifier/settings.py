@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = 20.0
     rate_limit_burst: float = 40.0
     flood_close_seconds: float = 5.0
+    #: REST requests per second per user (in each API process), with bursts; then 429.
+    rest_rate_limit_per_second: float = 20.0
+    rest_rate_limit_burst: float = 40.0
     session_warning_seconds: float = 60.0
     max_message_bytes: int = 4096
     max_job_subscriptions: int = 100

@@ -429,7 +429,7 @@ async def wait_job_status(
         job = response.json()["data"]
         if job["status"] in statuses:
             return job
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)  # 10 requests/s: well inside the REST rate limit
     raise AssertionError(f"job {job_id} never reached {statuses} in {within:g} s; last: {job}")
 
 

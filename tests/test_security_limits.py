@@ -280,6 +280,28 @@ async def test_polling_post_of_20_messages_is_answered(
         assert pongs == 20, f"{pongs} answers to 20 pings sent in one POST: {seen[:3]}"
 
 
+async def test_rest_flood_is_answered_429_per_user(limits_server: Server, tokens: Tokens) -> None:
+    """100 REST calls at once from one user: past the burst (40) they are answered 429
+    ``rate_limited`` with a Retry-After; another user is served meanwhile, and the flooder
+    is served again once it waited as long as it was told."""
+    flooder = {"Authorization": f"Bearer {tokens.make('rest-flooder')}"}
+    other = {"Authorization": f"Bearer {tokens.make('rest-bystander')}"}
+    async with httpx.AsyncClient(base_url=limits_server.url, timeout=TIMEOUT) as http:
+        flood = await asyncio.gather(
+            *(http.get("/api/v1/jobs", headers=flooder) for _ in range(100))
+        )
+        assert (await http.get("/api/v1/jobs", headers=other)).status_code == 200
+        statuses = [r.status_code for r in flood]
+        assert set(statuses) == {200, 429}, statuses
+        assert 40 <= statuses.count(200) < 60, f"{statuses.count(200)} of 100 served"
+        refused = next(r for r in flood if r.status_code == 429)
+        assert refused.json()["code"] == "rate_limited", refused.text
+        wait = int(refused.headers["Retry-After"])
+        assert 1 <= wait <= 2, refused.headers
+        await asyncio.sleep(wait)
+        assert (await http.get("/api/v1/jobs", headers=flooder)).status_code == 200
+
+
 # --- subscriptions per connection
 
 
