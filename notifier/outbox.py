@@ -1,5 +1,10 @@
 """A per-connection outbound queue: bounded in bytes, coalescing progress, one writer task.
 
+When the connection is idle (nothing queued, the writer waiting) and the transport takes a
+message at once without blocking (``write_now``: Socket.IO hands it to Engine.IO's own
+queue), the message goes straight out from ``put``: one task switch less per recipient,
+the cost that dominates a fan-out to thousands of connections.
+
 The dispatcher only ever appends here, so a client that stops reading can neither stall
 delivery to the others nor grow the server's memory without bound. While a progress
 update of a job waits unsent, a newer one for the same job replaces it (status changes and
@@ -21,6 +26,7 @@ T = TypeVar("T")
 Write = Callable[[dict[str, Any]], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
 Pressure = Callable[[], bool]
+WriteNow = Callable[[dict[str, Any]], bool]
 
 SLOW_CONSUMER = "slow_consumer"
 # WebSocket close codes (the native endpoint shows them; Socket.IO clients see a disconnect).
@@ -81,8 +87,11 @@ class Outbox:
         limit: int,
         *,
         backpressure: Pressure | None = None,
+        write_now: WriteNow | None = None,
     ) -> None:
         self._write = write
+        self._write_now = write_now
+        self._idle = False  # the writer waits for work and nothing is queued
         self._close_transport = close
         self._limit = limit
         self._backpressure = backpressure
@@ -101,6 +110,8 @@ class Outbox:
         """Queue ``message`` (about ``size`` bytes encoded); False once closing."""
         if self._close is not None:
             return False
+        if self._idle and self._write_now is not None and self._write_now(message):
+            return True
         job = _progress_job(message)
         if job is not None:
             waiting = self._latest_progress.get(job)
@@ -125,6 +136,7 @@ class Outbox:
         if job is not None:
             self._latest_progress[job] = item
         self._bytes += size
+        self._idle = False
         self._ready.set()
         return True
 
@@ -132,12 +144,15 @@ class Outbox:
         """Close once the messages already queued are written."""
         if self._close is None:
             self._close = (code, reason)
+        self._idle = False
         self._ready.set()
 
     async def drain(self) -> None:
         """The writer task: writes in order, waiting while the transport is backed up."""
         while True:
+            self._idle = not self._items and self._close is None
             await self._ready.wait()
+            self._idle = False
             self._ready.clear()
             while self._items:
                 if self._backpressure is not None:

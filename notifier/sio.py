@@ -175,7 +175,23 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
             eio_socket = sio.eio.sockets.get(eio_sid) if eio_sid else None
             return eio_socket is not None and eio_socket.queue.qsize() > ENGINEIO_QUEUE_HIGH
 
-        outbox = Outbox(write, close, settings.send_queue_bytes, backpressure=backed_up)
+        def write_now(message: dict[str, Any]) -> bool:
+            # Straight into Engine.IO's queue, as its send_packet would (minus a coroutine
+            # and a log call per packet), unless the session is gone or backed up.
+            eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+            eio_socket = sio.eio.sockets.get(eio_sid) if eio_sid else None
+            if eio_socket is None or eio_socket.closing or eio_socket.closed:
+                return False
+            queue = eio_socket.queue
+            if queue.qsize() > ENGINEIO_QUEUE_HIGH:
+                return False
+            for eio_pkt in packets(message):
+                queue.put_nowait(eio_pkt)
+            return True
+
+        outbox = Outbox(
+            write, close, settings.send_queue_bytes, backpressure=backed_up, write_now=write_now
+        )
         conn = Connection(
             sid, principal, sio.transport(sid), outbox.put, outbox.close, notifier.rate_limiter()
         )

@@ -1,0 +1,112 @@
+"""The per-connection outbox: order, progress merging, the byte bound, the direct path."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from notifier.outbox import SLOW_CONSUMER, Outbox
+
+
+def progress(job: str, value: int) -> dict[str, Any]:
+    return {
+        "type": "job_status_update",
+        "jobId": job,
+        "data": {"status": "processing", "progress": value},
+    }
+
+
+def done(job: str) -> dict[str, Any]:
+    return {"type": "job_completed", "jobId": job}
+
+
+class Transport:
+    """Records writes; ``accepting`` says whether the direct path takes a message."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[str, dict[str, Any]]] = []
+        self.accepting = True
+        self.closed: tuple[int, str] | None = None
+
+    async def write(self, message: dict[str, Any]) -> None:
+        await asyncio.sleep(0)
+        self.written.append(("queued", message))
+
+    def write_now(self, message: dict[str, Any]) -> bool:
+        if self.accepting:
+            self.written.append(("direct", message))
+        return self.accepting
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+    def values(self) -> list[Any]:
+        return [m.get("data", {}).get("progress", m["type"]) for _, m in self.written]
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_idle_connection_writes_directly_and_in_order() -> None:
+    transport = Transport()
+    outbox = Outbox(transport.write, transport.close, 10_000, write_now=transport.write_now)
+    writer = asyncio.create_task(outbox.drain())
+    try:
+        await settle()
+        for value in (1, 2, 3):
+            assert outbox.put(progress("j", value), 100)
+        assert [how for how, _ in transport.written] == ["direct"] * 3
+        assert transport.values() == [1, 2, 3]
+    finally:
+        writer.cancel()
+
+
+async def test_backed_up_transport_queues_and_later_messages_wait_their_turn() -> None:
+    transport = Transport()
+    outbox = Outbox(transport.write, transport.close, 10_000, write_now=transport.write_now)
+    writer = asyncio.create_task(outbox.drain())
+    try:
+        await settle()
+        transport.accepting = False
+        outbox.put(progress("j", 1), 100)
+        transport.accepting = True  # the next put must not overtake the queued one
+        outbox.put(progress("k", 2), 100)
+        outbox.put(done("j"), 100)
+        await settle()
+        assert transport.values() == [1, 2, "job_completed"]
+        assert [how for how, _ in transport.written] == ["queued"] * 3
+        outbox.put(progress("j", 4), 100)  # idle again: direct
+        assert transport.written[-1][0] == "direct"
+    finally:
+        writer.cancel()
+
+
+async def test_unsent_progress_is_replaced_by_the_newer_one() -> None:
+    transport = Transport()
+    outbox = Outbox(transport.write, transport.close, 10_000)  # no direct path
+    for value in range(1, 6):
+        outbox.put(progress("j", value), 100)
+    outbox.put(done("j"), 100)
+    outbox.put(progress("k", 7), 100)
+    assert outbox.merged == 4
+    writer = asyncio.create_task(outbox.drain())
+    try:
+        await settle()
+        assert transport.values() == [5, "job_completed", 7]
+    finally:
+        writer.cancel()
+
+
+async def test_past_the_byte_limit_the_connection_is_closed_as_slow_consumer() -> None:
+    transport = Transport()
+    outbox = Outbox(transport.write, transport.close, 1_000)
+    assert all(outbox.put(done(f"j{i}"), 100) for i in range(10))
+    assert not outbox.put(done("j10"), 100)
+    assert outbox.queued_bytes == 0
+    writer = asyncio.create_task(outbox.drain())
+    await settle()
+    assert transport.closed is not None and transport.closed[1] == SLOW_CONSUMER
+    assert writer.done()
+    assert not outbox.put(done("late"), 100), "a closing outbox takes nothing more"
