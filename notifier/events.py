@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 # --- message types (the Socket.IO event name is the message's type)
 JOB_STATUS_UPDATE = "job_status_update"
 JOB_COMPLETED = "job_completed"
@@ -225,7 +227,36 @@ def clamp_progress(progress: float) -> float:
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """Compact JSON. orjson (several times faster: every delivered message is encoded
+    here), with the standard library's rules where orjson's differ: non-string keys,
+    integers beyond 64 bits and lone surrogates take the json module's path, and NaN or
+    infinities are refused (orjson would write null)."""
+    try:
+        encoded = orjson.dumps(obj)
+    except TypeError:  # orjson.JSONEncodeError: what orjson cannot encode as json would
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = encoded.decode()
+    if "null" in text and _has_non_finite(obj):
+        raise ValueError("Out of range float values are not JSON compliant")
+    return text
+
+
+def loads(text: str | bytes) -> Any:
+    """JSON to Python, orjson first; what orjson refuses the json module decides."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def _has_non_finite(obj: Any) -> bool:
+    if isinstance(obj, float):
+        return obj != obj or obj in (float("inf"), float("-inf"))
+    if isinstance(obj, dict):
+        return any(_has_non_finite(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(_has_non_finite(v) for v in obj)
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +289,7 @@ class StreamEvent:
 
     def message(self, **extra: Any) -> dict[str, Any]:
         """The wire message: the payload with ``eventId`` (and any ``extra``) added."""
-        msg: dict[str, Any] = json.loads(self.payload)
+        msg: dict[str, Any] = loads(self.payload)
         msg["eventId"] = self.event_id
         msg.update(extra)
         return msg

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import engineio
+import engineio.async_socket
+import engineio.exceptions
 import engineio.payload
 import socketio
 from engineio import packet as eio_packet
@@ -34,6 +36,39 @@ ENGINEIO_QUEUE_HIGH = 64
 def _environ_headers(environ: dict[str, Any]) -> dict[str, str]:
     auth = environ.get("HTTP_AUTHORIZATION")
     return {"authorization": auth} if auth else {}
+
+
+class _Socket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
+    """python-engineio's session, waiting for its next packet without a task per wake-up.
+
+    Upstream's ``poll`` wraps every ``queue.get()`` in ``asyncio.wait_for``, which creates
+    a task each time a WebSocket writer wakes: per recipient of every message. Same
+    behaviour here (the ping timeout bounds the wait; the writer stops on ``None``), with
+    ``asyncio.timeout`` and no wait at all when packets are already queued.
+    """
+
+    async def poll(self) -> list[eio_packet.Packet]:
+        queue = self.queue
+        try:
+            if queue.empty():
+                async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
+                    first = await queue.get()
+            else:
+                first = queue.get_nowait()
+            queue.task_done()
+        except (TimeoutError, asyncio.CancelledError):
+            raise engineio.exceptions.QueueEmpty() from None
+        if first is None:
+            return []
+        packets = [first]
+        while not queue.empty():
+            pkt = queue.get_nowait()
+            queue.task_done()
+            if pkt is None:
+                queue.put_nowait(None)
+                break
+            packets.append(pkt)
+        return packets
 
 
 class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
@@ -76,6 +111,10 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
         return _EngineServer
 
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
+        eio_socket = self.eio.sockets.get(eio_sid)
+        if type(eio_socket) is engineio.async_socket.AsyncSocket:
+            # python-engineio builds its sessions itself; this one only adds a method
+            eio_socket.__class__ = _Socket
         await super()._handle_eio_connect(eio_sid, environ)
         timer = asyncio.get_running_loop().create_task(self._expire_unauthenticated(eio_sid))
         self._timers.add(timer)
@@ -108,6 +147,7 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
 
 #: Socket.IO's BINARY_EVENT and BINARY_ACK packet types, as the first character of a packet.
 _BINARY_PACKETS = (str(sio_packet.BINARY_EVENT), str(sio_packet.BINARY_ACK))
+_EVENT = str(sio_packet.EVENT)
 
 
 def create_server(notifier: Notifier) -> socketio.AsyncServer:
@@ -135,11 +175,11 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
     connections: dict[str, Connection] = {}
 
     def encode(message: dict[str, Any]) -> list[eio_packet.Packet]:
-        # What python-socketio's emit builds, built once per event for all recipients.
-        pkt = sio.packet_class(sio_packet.EVENT, data=[message["type"], message], namespace="/")
-        encoded = pkt.encode()
-        parts = encoded if isinstance(encoded, list) else [encoded]
-        return [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
+        # What python-socketio's emit builds (an EVENT of namespace "/": "2" + JSON of
+        # [type, message]; jobcast's messages never hold binary), built once per event for
+        # all its recipients, without the packet class's walk looking for binary data.
+        body = _EVENT + dumps([message["type"], message])
+        return [eio_packet.Packet(eio_packet.MESSAGE, body)]
 
     packets = EncodeCache(encode)
     background: set[asyncio.Task[None]] = set()

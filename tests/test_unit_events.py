@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -168,3 +169,35 @@ def test_dumps_is_compact_json_without_nan() -> None:
     assert events.dumps({"a": 1, "b": "é"}) == '{"a":1,"b":"é"}'
     with pytest.raises(ValueError):
         events.dumps({"x": float("inf")})
+
+
+# --- JSON: orjson where it agrees with the json module, the json module where it does not
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"type": "job_status_update", "data": {"progress": 42.5, "message": "Écrire ✓"}},
+        {1: "non-string key"},  # orjson refuses; json writes "1"
+        {"big": 2**70},  # beyond orjson's 64 bits
+        {"lone": "\ud800"},  # a lone surrogate: orjson refuses it
+        [None, True, 0.1, "</script>"],
+    ],
+)
+def test_dumps_writes_what_the_json_module_would_read_back(value: Any) -> None:
+    text = events.dumps(value)
+    assert json.loads(text) == json.loads(
+        json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    )
+    assert ", " not in text and ": " not in text  # compact
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), {"a": [1, float("-inf")]}])
+def test_dumps_refuses_non_finite_numbers(bad: Any) -> None:
+    with pytest.raises(ValueError):
+        events.dumps(bad)
+
+
+def test_loads_takes_what_orjson_refuses() -> None:
+    assert events.loads('{"a":"\\ud800"}') == {"a": "\ud800"}
+    assert events.loads(b'{"a":[1,2.5,"x"]}') == {"a": [1, 2.5, "x"]}
