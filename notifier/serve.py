@@ -5,19 +5,31 @@ from __future__ import annotations
 import argparse
 
 import uvicorn
+from uvicorn._types import ASGISendEvent
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 
 from notifier.logs import configure, logging_config
 from notifier.settings import get_settings
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol, answering the handshakes websockets refuses.
+    """uvicorn's websockets-sansio protocol with two changes.
 
-    For a request line or header over its limits (8 KiB), websockets queues a 414/431
-    response and waits, but uvicorn 0.54 writes a rejected handshake's response only once
-    a request was parsed: the client would be held, unanswered, until it gives up.
+    - It answers the handshakes websockets refuses: for a request line or header over its
+      limits (8 KiB) websockets queues a 414/431 response, but uvicorn 0.54 writes a
+      rejected handshake's response only once a request was parsed, so the client would be
+      held, unanswered, until it gives up.
+    - Frames sent in one turn of the event loop leave in one ``transport.write`` (one
+      system call) instead of one each: websockets keeps the frames until
+      ``data_to_send()``, which a callback scheduled with the first one calls. Any other
+      write of the connection (a close, a pong) takes them first, in order. Flow control
+      is unchanged: while the transport is paused, sends go through uvicorn's own path,
+      which waits.
     """
+
+    _flush_scheduled = False
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -28,6 +40,35 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         ):
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.transport.close()
+
+    async def send(self, message: ASGISendEvent) -> None:
+        if (
+            message["type"] != "websocket.send"
+            or not self.handshake_complete
+            or self.close_sent
+            or self.disconnected
+            or self.initial_response is not None
+            or not self.writable.is_set()
+        ):
+            await super().send(message)
+            return
+        text, data = message.get("text"), message.get("bytes")
+        try:
+            if data is not None:
+                self.conn.send_binary(data)
+            elif text is not None:
+                self.conn.send_text(text.encode())
+        except InvalidState:
+            raise ClientDisconnected() from None
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        output = self.conn.data_to_send()
+        if output and not self.transport.is_closing():
+            self.transport.write(b"".join(output))
 
 
 def main(default_app: str, argv: list[str] | None = None) -> None:
