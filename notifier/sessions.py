@@ -8,8 +8,8 @@ it sends ``refresh_token`` with a valid token for the same ``sub`` first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
+from collections.abc import Callable
 
 from notifier.events import now_ms
 from notifier.hub import Connection
@@ -19,24 +19,32 @@ SESSION_EXPIRED = "session_expired"
 
 
 class Sessions:
+    """One timer handle per connection (not a task: a task and its frame per connection
+    cost memory while they wait for hours)."""
+
     def __init__(self, warning_seconds: float) -> None:
         self._warning = warning_seconds
-        self._timers: dict[str, asyncio.Task[None]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
 
     def watch(self, conn: Connection) -> None:
         """(Re)start the clock of ``conn`` from its principal's ``exp``."""
         self.forget(conn)
-        if conn.principal.expires_at != float("inf"):
-            self._timers[conn.id] = asyncio.get_running_loop().create_task(self._run(conn))
+        expires_at = conn.principal.expires_at
+        if expires_at != float("inf"):
+            self._schedule(conn, expires_at - self._warning, self._warn)
 
     def forget(self, conn: Connection) -> None:
         timer = self._timers.pop(conn.id, None)
-        if timer is not None and timer is not _current_task():
+        if timer is not None:
             timer.cancel()
 
-    async def _run(self, conn: Connection) -> None:
+    def _schedule(self, conn: Connection, at: float, step: Callable[[Connection], None]) -> None:
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, at - time.time())  # the token's clock is the wall clock
+        self._timers[conn.id] = loop.call_at(loop.time() + delay, step, conn)
+
+    def _warn(self, conn: Connection) -> None:
         expires_at = conn.principal.expires_at
-        await asyncio.sleep(max(0.0, expires_at - self._warning - time.time()))
         conn.send(
             {
                 "type": "session_expiring",
@@ -45,7 +53,10 @@ class Sessions:
                 "message": "Your session expires soon: send refresh_token with a new token",
             }
         )
-        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        self._schedule(conn, expires_at, self._expire)
+
+    def _expire(self, conn: Connection) -> None:
+        self._timers.pop(conn.id, None)
         conn.send(
             {
                 "type": SESSION_EXPIRED,
@@ -53,11 +64,4 @@ class Sessions:
                 "message": "Your session has expired: reconnect with a new token",
             }
         )
-        self._timers.pop(conn.id, None)
         conn.close(CLOSE_AUTH, SESSION_EXPIRED)
-
-
-def _current_task() -> asyncio.Task[object] | None:
-    with contextlib.suppress(RuntimeError):
-        return asyncio.current_task()
-    return None

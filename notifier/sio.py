@@ -116,6 +116,10 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
             # python-engineio builds its sessions itself; this one only adds a method
             eio_socket.__class__ = _Socket
         await super()._handle_eio_connect(eio_sid, environ)
+        # python-socketio keeps the handshake's environ for the whole session; its request
+        # body reader (an instance of a class python-engineio defines per request, ~2.5
+        # KiB) is never read again.
+        environ.pop("wsgi.input", None)
         timer = asyncio.get_running_loop().create_task(self._expire_unauthenticated(eio_sid))
         self._timers.add(timer)
         timer.add_done_callback(self._timers.discard)
@@ -251,6 +255,7 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
         background.add(task)
         task.add_done_callback(background.discard)
         establishing[sid] = task
+        task.add_done_callback(lambda done: establishing.pop(sid, None))
 
     async def refuse(sid: str, message: str) -> None:
         conn = connections.get(sid)
