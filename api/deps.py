@@ -17,12 +17,17 @@ from notifier.limits import UserRateLimits
 bearer = HTTPBearer(auto_error=False, description="A JWT: `Authorization: Bearer <token>`")
 
 
-def get_redis(request: Request) -> aioredis.Redis:
+# Dependencies are coroutines: FastAPI runs plain functions in a worker thread, and
+# anyio's hand-off walks every task of the loop (tens of thousands with the notifier's
+# connections) on each call. They do no blocking I/O.
+
+
+async def get_redis(request: Request) -> aioredis.Redis:
     client: aioredis.Redis = request.app.state.redis
     return client
 
 
-def current_user(
+async def current_user(
     request: Request,
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
@@ -46,7 +51,7 @@ def current_user(
     return user
 
 
-def admin_user(user: Annotated[Principal, Depends(current_user)]) -> Principal:
+async def admin_user(user: Annotated[Principal, Depends(current_user)]) -> Principal:
     if not user.is_admin:
         raise ApiError(403, "forbidden", "This endpoint needs the ADMIN role")
     return user

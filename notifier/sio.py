@@ -43,14 +43,19 @@ class _Socket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
 
     Upstream's ``poll`` wraps every ``queue.get()`` in ``asyncio.wait_for``, which creates
     a task each time a WebSocket writer wakes: per recipient of every message. Same
-    behaviour here (the ping timeout bounds the wait; the writer stops on ``None``), with
-    ``asyncio.timeout`` and no wait at all when packets are already queued.
+    behaviour here (the ping timeout bounds a long-poll; the writer stops on ``None``),
+    with ``asyncio.timeout`` for a long-poll, no timer for the WebSocket writer, and no
+    wait at all when packets are already queued.
     """
 
     async def poll(self) -> list[eio_packet.Packet]:
         queue = self.queue
         try:
-            if queue.empty():
+            if queue.empty() and self.upgraded:
+                # The WebSocket writer: released by the None its reader puts when it ends
+                # (a dead peer ends it by Engine.IO's read timeout), so no timer here.
+                first = await queue.get()
+            elif queue.empty():
                 async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
                     first = await queue.get()
             else:

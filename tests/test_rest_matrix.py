@@ -138,6 +138,16 @@ async def test_rest_auth_matrix(http: httpx.AsyncClient, redis_client: Any, toke
         ("/api/v1/jobs", {"topic": "x", "sections": 0}, "sections"),
         ("/api/v1/jobs", {"sections": 2}, "topic"),
         ("/api/v1/jobs", {"topic": "x", "secondsPerSection": -1}, "secondsPerSection"),
+        # JSON types are not guessed: true is not 1, "3" is not 3, 2.5 sections are not 2
+        ("/api/v1/jobs", {"topic": "x", "sections": True}, "sections"),
+        ("/api/v1/jobs", {"topic": "x", "sections": "3"}, "sections"),
+        ("/api/v1/jobs", {"topic": "x", "sections": 2.5}, "sections"),
+        ("/api/v1/jobs", {"topic": ["x"]}, "topic"),
+        (
+            "/api/v1/websocket/broadcast/maintenance",
+            {"message": "x", "startsAt": "tomorrow"},
+            "startsAt",
+        ),
     ],
 )
 async def test_bad_bodies_are_422_naming_the_field(

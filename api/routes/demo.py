@@ -66,7 +66,7 @@ DEMO_USERS = {
 
 
 class DemoTokenRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     user: Literal["user1", "user2", "admin"] = Field(description="Which demo user")
     ttlSeconds: int = Field(

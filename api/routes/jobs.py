@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentUser, Redis
 from api.errors import ApiError
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
 
 class JobRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
     topic: str = Field(min_length=1, max_length=200, description="What to write about")
     sections: int = Field(default=5, ge=1, le=100)
@@ -79,7 +79,7 @@ async def _visible_job(client: Any, user: Principal, job_id: str) -> store.JobSt
 
 @router.post("", status_code=202, summary="Start a content-generation job")
 async def create_job(job: JobRequest, user: CurrentUser) -> dict[str, Any]:
-    job_id = await run_in_threadpool(_submit, user.user_id, job)
+    job_id = await asyncio.to_thread(_submit, user.user_id, job)  # Celery is blocking I/O
     return {"message": "Job queued", "data": {"jobId": job_id, "status": "queued"}}
 
 
@@ -114,7 +114,7 @@ async def cancel_job(
         raise ApiError(409, "job_finished", f"Job {jobId} has already finished ({state.state})")
     # A canvas job is its members' tasks; a single task's job id is its task id.
     members = (await store.canvas_tasks(client, [jobId])).get(jobId) or [jobId]
-    await run_in_threadpool(_revoke, members, terminate)
+    await asyncio.to_thread(_revoke, members, terminate)
     event = status_update(
         jobId,
         state.owner,

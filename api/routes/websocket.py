@@ -17,14 +17,14 @@ router = APIRouter(prefix="/api/v1/websocket", tags=["websocket"])
 
 
 class SystemBroadcast(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     message: str = Field(min_length=1, max_length=2000)
     level: Literal["info", "warning", "error", "critical"] = "info"
 
 
 class MaintenanceBroadcast(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     message: str = Field(min_length=1, max_length=2000)
     startsAt: int | None = Field(default=None, ge=0, description="Epoch milliseconds")
