@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 # KEYS: 1 events, 2 job hash, 3 user's jobs, 4 user's inbox, 5 broadcasts, 6 job's events,
 #       7 running jobs
 # ARGV: 1 route, 2 type, 3 user, 4 job, 5 channel, 6 payload, 7 state, 8 attempt, 9 seq,
-#       10 snapshot, 11 now ms, 12 retention s, 13 stream maxlen, 14 inbox maxlen, 15 lease ms
+#       10 snapshot, 11 now ms, 12 retention s, 13 stream maxlen, 14 inbox maxlen, 15 lease ms,
+#       16 '1' when the snapshot has a progress
 PUBLISH_LUA = """
 local route, typ, user, job, channel, payload, state =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
@@ -51,15 +52,20 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[13], '*',
   'r', route, 't', typ, 'u', user, 'j', job, 'c', channel, 'p', payload)
 if job ~= '' then
   local now = ARGV[11]
-  local snap = cjson.decode(ARGV[10])
-  if snap['progress'] == nil then
+  -- A snapshot without progress keeps the last one; one with progress is stored as is.
+  local snapshot = ARGV[10]
+  if ARGV[16] ~= '1' then
     local old = redis.call('HGET', KEYS[2], 'snapshot')
     if old then
       local o = cjson.decode(old)
-      if o['progress'] ~= nil then snap['progress'] = o['progress'] end
+      if o['progress'] ~= nil then
+        local snap = cjson.decode(snapshot)
+        snap['progress'] = o['progress']
+        snapshot = cjson.encode(snap)
+      end
     end
   end
-  local fields = {'owner', user, 'state', state, 'snapshot', cjson.encode(snap),
+  local fields = {'owner', user, 'state', state, 'snapshot', snapshot,
     'eventId', id, 'updatedAt', now}
   if seq > 0 then
     fields[#fields + 1] = 'attempt'; fields[#fields + 1] = attempt
@@ -130,6 +136,7 @@ def _script_call(event: Event, settings: Settings) -> tuple[list[str], list[Any]
         settings.stream_max_events,
         settings.inbox_max_events,
         int(settings.job_lease_seconds * 1000),
+        "1" if "progress" in event.snapshot else "0",
     ]
     return script_keys, args
 

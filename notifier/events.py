@@ -226,13 +226,24 @@ def clamp_progress(progress: float) -> float:
 # --- the stream side
 
 
+#: What orjson would encode by rules of its own goes to the json module instead: dates
+#: and dataclasses (refused there, as results that are not JSON must be), subclasses of
+#: str/int/dict/list (encoded there as their base type).
+_ORJSON_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
 def dumps(obj: Any) -> str:
     """Compact JSON. orjson (several times faster: every delivered message is encoded
     here), with the standard library's rules where orjson's differ: non-string keys,
-    integers beyond 64 bits and lone surrogates take the json module's path, and NaN or
-    infinities are refused (orjson would write null)."""
+    integers beyond 64 bits, lone surrogates, dates, dataclasses and subclasses take the
+    json module's path, and NaN or infinities are refused (orjson would write null).
+    (orjson still writes a UUID or an Enum member, which the json module refuses.)"""
     try:
-        encoded = orjson.dumps(obj)
+        encoded = orjson.dumps(obj, option=_ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError: what orjson cannot encode as json would
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     text = encoded.decode()

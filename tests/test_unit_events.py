@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any
 
@@ -192,9 +193,19 @@ def test_dumps_writes_what_the_json_module_would_read_back(value: Any) -> None:
     assert ", " not in text and ": " not in text  # compact
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), {"a": [1, float("-inf")]}])
-def test_dumps_refuses_non_finite_numbers(bad: Any) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    "bad",
+    [
+        float("nan"),
+        float("inf"),
+        {"a": [1, float("-inf")]},
+        {"when": datetime.datetime(2024, 1, 1)},
+        [datetime.date(2024, 1, 1)],
+        {"obj": object()},
+    ],
+)
+def test_dumps_refuses_what_is_not_json(bad: Any) -> None:
+    with pytest.raises((TypeError, ValueError)):
         events.dumps(bad)
 
 
