@@ -21,6 +21,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
       limits (8 KiB) websockets queues a 414/431 response, but uvicorn 0.54 writes a
       rejected handshake's response only once a request was parsed, so the client would be
       held, unanswered, until it gives up.
+    - It does not keep the handshake's request and response once the connection is open.
     - Frames sent in one turn of the event loop leave in one ``transport.write`` (one
       system call) instead of one each: websockets keeps the frames until
       ``data_to_send()``, which a callback scheduled with the first one calls. Any other
@@ -51,6 +52,10 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             or not self.writable.is_set()
         ):
             await super().send(message)
+            if message["type"] == "websocket.accept" and self.handshake_complete:
+                # The handshake's request and response (two header maps) are not read
+                # again; the ASGI scope keeps the headers the app needs.
+                del self.request, self.response
             return
         text, data = message.get("text"), message.get("bytes")
         try:
