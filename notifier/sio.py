@@ -142,9 +142,19 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
             await self._refuse(eio_sid, "binary packets are not accepted: send JSON")
             return
         try:
-            await super()._handle_eio_message(eio_sid, data)
+            pkt = self.packet_class(encoded_packet=data)
         except ValueError as exc:  # not a Socket.IO packet (garbage, bad JSON)
             await self._refuse(eio_sid, f"not a Socket.IO packet: {exc}")
+            return
+        if pkt.packet_type == sio_packet.EVENT and not (
+            isinstance(pkt.data, list) and pkt.data and isinstance(pkt.data[0], str)
+        ):
+            await self._refuse(eio_sid, 'an event is ["<type>", {...}]')
+            return
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:  # a malformed packet
+            await self._refuse(eio_sid, f"malformed Socket.IO packet: {type(exc).__name__}: {exc}")
 
     async def _refuse(self, eio_sid: str, message: str) -> None:
         sid = self.manager.sid_from_eio_sid(eio_sid, "/")

@@ -559,6 +559,52 @@ async def test_withheld_binary_attachments_do_not_grow_the_server(
         await ws.close()
 
 
+#: Socket.IO packets that are not what python-socketio expects (inside Engine.IO MESSAGE).
+MALFORMED_PACKETS = [
+    '2{"a":1}',  # an event that is not a list
+    '2"ping"',
+    "2[]",  # no event name
+    "2[1]",
+    "2[null]",
+    "2[{}]",  # an unhashable event name
+    "4",  # CONNECT_ERROR from a client
+    "9",  # no such packet type
+    "2[",  # bad JSON
+    "x",
+]
+
+
+async def test_malformed_socketio_packets_are_answered_not_logged_as_errors(
+    limits_server: Server, tokens: Tokens
+) -> None:
+    """Each malformed packet is answered ``bad_request``; the session goes on; the server
+    logs no traceback for any of them (python-socketio's own handling logged an ERROR with
+    a traceback per packet: a cheap way to flood the log)."""
+    ws = await raw_socketio(limits_server, tokens.make("malformed"))
+    try:
+        log_before = len(limits_server.log_text())
+        for packet in ["3[]", "37[]"]:  # acks nobody asked for: ignored, and never logged
+            await ws.send("4" + packet)
+        for packet in MALFORMED_PACKETS:
+            await ws.send("4" + packet)
+        errors: list[dict[str, Any]] = []
+        deadline = time.monotonic() + TIMEOUT
+        while len(errors) < len(MALFORMED_PACKETS):
+            assert time.monotonic() < deadline, f"{len(errors)} answers: {errors}"
+            frame = str(await asyncio.wait_for(ws.recv(), TIMEOUT))
+            if frame == "2":
+                await ws.send("3")
+                continue
+            assert frame.startswith('42["error"'), frame
+            errors.append(json.loads(frame[2:])[1])
+        assert all(e["code"] == "bad_request" for e in errors), errors
+        assert await raw_pong(ws), "the session stopped answering after malformed packets"
+        logged = limits_server.log_text()[log_before:]
+        assert "Traceback" not in logged and "handler error" not in logged, logged[-2000:]
+    finally:
+        await ws.close()
+
+
 async def test_pong_flood_does_not_grow_the_server(limits_server: Server, tokens: Tokens) -> None:
     """20,000 unsolicited Engine.IO PONG packets: no growth, the session still answers."""
     pid = limits_server.proc.pid
