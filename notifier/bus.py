@@ -39,7 +39,7 @@ local attempt, seq, retention = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(A
 local terminal = state == 'completed' or state == 'failed' or state == 'cancelled'
 local cur = {}
 if job ~= '' then
-  cur = redis.call('HMGET', KEYS[2], 'owner', 'terminal', 'attempt', 'seq', 'state')
+  cur = redis.call('HMGET', KEYS[2], 'owner', 'terminal', 'attempt', 'seq', 'state', 'lease')
   if cur[2] then return false end
   if cur[1] and cur[1] ~= user then return redis.error_reply('ERR job belongs to another user') end
   if state == 'queued' and cur[5] then return false end
@@ -72,13 +72,21 @@ if job ~= '' then
     fields[#fields + 1] = 'seq'; fields[#fields + 1] = seq
   end
   if terminal then fields[#fields + 1] = 'terminal'; fields[#fields + 1] = payload end
+  -- A running job's steps renew its lease once half of it has passed (and on every change
+  -- of state), not on every progress step: the worker's publisher renews it too.
+  local transition = state ~= 'processing' or cur[5] ~= 'processing'
+  local lease_ms = tonumber(ARGV[15])
+  local renew = not terminal and state ~= 'retrying' and state ~= 'queued'
+    and (transition or (tonumber(cur[6]) or 0) - tonumber(now) < lease_ms / 2)
+  if renew then
+    fields[#fields + 1] = 'lease'; fields[#fields + 1] = tonumber(now) + lease_ms
+  end
   local created = not cur[1]
   if created then fields[#fields + 1] = 'createdAt'; fields[#fields + 1] = now end
   redis.call('HSET', KEYS[2], unpack(fields))
   redis.pcall('XADD', KEYS[6], 'MAXLEN', '~', 1000, id,
     'r', route, 't', typ, 'u', user, 'j', job, 'c', channel, 'p', payload)
   -- A progress step changes no membership and no expiry: the hot path stays short.
-  local transition = state ~= 'processing' or cur[5] ~= 'processing'
   if created then
     redis.call('ZADD', KEYS[3], 'NX', now, job)
     redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -1001)
@@ -88,11 +96,10 @@ if job ~= '' then
     redis.call('EXPIRE', KEYS[2], retention)
     redis.call('EXPIRE', KEYS[6], retention)
   end
-  -- Every step of a running job is a sign of life: it renews the job's lease.
   if terminal or state == 'retrying' then
     redis.call('ZREM', KEYS[7], job)
-  elseif state ~= 'queued' then
-    redis.call('ZADD', KEYS[7], tonumber(now) + tonumber(ARGV[15]), job)
+  elseif renew then
+    redis.call('ZADD', KEYS[7], tonumber(now) + lease_ms, job)
   end
   if terminal then
     redis.pcall('XADD', KEYS[4], 'MAXLEN', ARGV[14], id,
