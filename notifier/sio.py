@@ -152,9 +152,13 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
             await self._refuse(eio_sid, 'an event is ["<type>", {...}]')
             return
         try:
-            await super()._handle_eio_message(eio_sid, data)
+            if pkt.packet_type == sio_packet.EVENT:  # decoded once: dispatch it here
+                await self._handle_event(eio_sid, pkt.namespace, pkt.id, pkt.data)
+            else:
+                await super()._handle_eio_message(eio_sid, data)
         except (ValueError, TypeError, KeyError, IndexError) as exc:  # a malformed packet
-            await self._refuse(eio_sid, f"malformed Socket.IO packet: {type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            await self._refuse(eio_sid, f"malformed Socket.IO packet: {error}")
 
     async def _refuse(self, eio_sid: str, message: str) -> None:
         sid = self.manager.sid_from_eio_sid(eio_sid, "/")
@@ -229,23 +233,25 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
             conn.lost = reason == SLOW_CONSUMER
             await sio.disconnect(sid)
 
-        def backed_up() -> bool:
+        def session() -> Any:
+            """This connection's Engine.IO session, or None once it is gone."""
             eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
-            eio_socket = sio.eio.sockets.get(eio_sid) if eio_sid else None
+            return sio.eio.sockets.get(eio_sid) if eio_sid else None
+
+        def backed_up() -> bool:
+            eio_socket = session()
             return eio_socket is not None and eio_socket.queue.qsize() > ENGINEIO_QUEUE_HIGH
 
         def write_now(message: dict[str, Any]) -> bool:
             # Straight into Engine.IO's queue, as its send_packet would (minus a coroutine
-            # and a log call per packet), unless the session is gone or backed up.
-            eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
-            eio_socket = sio.eio.sockets.get(eio_sid) if eio_sid else None
+            # and a log call per packet), unless the session is gone, closing or backed up.
+            eio_socket = session()
             if eio_socket is None or eio_socket.closing or eio_socket.closed:
                 return False
-            queue = eio_socket.queue
-            if queue.qsize() > ENGINEIO_QUEUE_HIGH:
+            if eio_socket.queue.qsize() > ENGINEIO_QUEUE_HIGH:
                 return False
             for eio_pkt in packets(message):
-                queue.put_nowait(eio_pkt)
+                eio_socket.queue.put_nowait(eio_pkt)
             return True
 
         outbox = Outbox(

@@ -21,10 +21,9 @@ import argparse
 import json
 import threading
 import time
-from typing import IO, Any
+from typing import IO
 
 from notifier.events import (
-    PROCESSING,
     STARTED,
     Event,
     job_completed,
@@ -33,6 +32,7 @@ from notifier.events import (
 )
 from notifier.settings import get_settings
 from workers import publisher
+from workers.progress import progress_step
 from workers.tracking import RUNS, Run
 
 
@@ -73,23 +73,6 @@ def queued(args: argparse.Namespace, rec: Recorder) -> None:
         rec.emit(status_update(job, user, "queued", progress=0, message="Queued"))
 
 
-def report(run: Run, value: float, message: str) -> None:
-    """What ``workers.progress.report()`` does inside a task, minus Celery's own state."""
-    eta = run.eta.update(value, time.monotonic())
-    extra: dict[str, Any] = {} if eta is None else {"etaSeconds": eta}
-    event = status_update(
-        run.job_id,
-        run.user_id,
-        PROCESSING,
-        progress=value,
-        message=message,
-        attempt=run.attempt,
-        seq=run.next_seq(),
-        **extra,
-    )
-    run.progress(event, urgent=value >= 100)
-
-
 def run(args: argparse.Namespace, rec: Recorder) -> None:
     interval = get_settings().progress_min_interval_ms / 1000
     jobs = job_ids(args)
@@ -109,7 +92,7 @@ def run(args: argparse.Namespace, rec: Recorder) -> None:
                     )
                 )
             elif step <= args.steps:
-                report(current, step * 100 / args.steps, f"Step {step} of {args.steps}")
+                progress_step(current, step * 100 / args.steps, f"Step {step} of {args.steps}", {})
             else:  # task_success
                 RUNS.finish(job)
                 result = {"success": True, "contentId": f"content-{job}", "title": job}

@@ -19,8 +19,8 @@ from typing import Any
 from celery import current_task
 from celery.backends.base import DisabledBackend
 
-from notifier.events import PROCESSING, clamp_progress, status_update
-from workers.tracking import RUNS
+from notifier.events import PROCESSING, Event, clamp_progress, status_update
+from workers.tracking import RUNS, Run
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,16 @@ def _report(progress: float, message: str | None, fields: dict[str, Any]) -> Non
     if run is None:  # untracked: still show it in the result backend and Flower
         _celery_state(task, {"progress": value, "message": message, **fields})
         return
+    event = progress_step(run, value, message, fields)
+    if event is not None:
+        _celery_state(task, dict(event.snapshot))
+
+
+def progress_step(
+    run: Run, value: float, message: str | None, fields: dict[str, Any]
+) -> Event | None:
+    """Build the run's next progress event (``value`` already clamped) and hand it to its
+    publisher; the event when it went out now, None when it was coalesced."""
     # A canvas member's ETA is the canvas's, estimated from the aggregate (workers.aggregate).
     eta = run.eta.update(value, time.monotonic()) if run.member is None else None
     extra = dict(fields)
@@ -62,8 +72,7 @@ def _report(progress: float, message: str | None, fields: dict[str, Any]) -> Non
         seq=run.next_seq(),
         **extra,
     )
-    if run.progress(event, urgent=value >= 100 and not run.reached_end):
-        _celery_state(task, dict(event.snapshot))
+    return event if run.progress(event, urgent=value >= 100 and not run.reached_end) else None
 
 
 def _celery_state(task: Any, meta: dict[str, Any]) -> None:
