@@ -20,22 +20,26 @@ from workers.progress import report
 
 QUEUE = "jobcast-test-local"
 
-app = Celery(
-    "jobcast-test-local",
-    broker=os.environ["REDIS_URL"],
-    backend=os.environ["REDIS_URL"],
-)
-app.conf.update(
-    task_default_queue=QUEUE,
-    task_serializer="json",
-    result_serializer="json",
-    accept_content=["json"],
-    worker_prefetch_multiplier=1,
-    broker_connection_retry_on_startup=True,
-    worker_hijack_root_logger=False,
-    result_expires=3600,
-)
-workers.install(app)
+
+def user_app(queue: str) -> Celery:
+    """A plain JSON-only Celery app named after, and routing to, ``queue``, with jobcast
+    dropped in by ``workers.install`` (as a user would do with theirs)."""
+    app = Celery(queue, broker=os.environ["REDIS_URL"], backend=os.environ["REDIS_URL"])
+    app.conf.update(
+        task_default_queue=queue,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        result_expires=3600,
+    )
+    workers.install(app)
+    return app
+
+
+app = user_app(QUEUE)
 
 
 @app.task(bind=True, name="local.steady")

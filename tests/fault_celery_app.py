@@ -6,28 +6,14 @@ once half way so that the run has a status change in the middle of the flood.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from celery import Celery
-
-import workers
+from tests.celery_local_app import user_app
 from workers.progress import report
 
 QUEUE = "jobcast-test-fault"
 
-app = Celery("jobcast-test-fault", broker=os.environ["REDIS_URL"], backend=os.environ["REDIS_URL"])
-app.conf.update(
-    task_default_queue=QUEUE,
-    task_serializer="json",
-    result_serializer="json",
-    accept_content=["json"],
-    worker_prefetch_multiplier=1,
-    broker_connection_retry_on_startup=True,
-    worker_hijack_root_logger=False,
-    result_expires=3600,
-)
-workers.install(app)
+app = user_app(QUEUE)
 
 
 @app.task(bind=True, name="fault.hammer", max_retries=1)
