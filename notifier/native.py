@@ -58,15 +58,13 @@ async def endpoint(ws: WebSocket, notifier: Notifier) -> None:
     conn = Connection(
         conn_id, principal, "native", outbox.put, outbox.close, notifier.rate_limiter()
     )
-    writer = asyncio.create_task(outbox.drain())
+    outbox.start()
     try:
         await notifier.establish(conn, ws.query_params.get("lastEventId"))
-        await _read_loop(ws, conn, notifier, outbox, writer)
+        await _read_loop(ws, conn, notifier, outbox.done())
     finally:
         await notifier.release(conn)
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await writer
+        outbox.stop()
         if ws.application_state != WebSocketState.DISCONNECTED:
             with contextlib.suppress(Exception):
                 await ws.close()
@@ -77,15 +75,16 @@ async def _read_loop(
     ws: WebSocket,
     conn: Connection,
     notifier: Notifier,
-    outbox: Outbox,
-    writer: asyncio.Task[None],
+    closed: asyncio.Future[None],
 ) -> None:
+    """Reads the client's messages until it leaves or the outbox has closed (``closed``)."""
     limit = notifier.settings.max_message_bytes
     receive = asyncio.ensure_future(ws.receive())
     try:
         while True:
-            done, _ = await asyncio.wait({receive, writer}, return_when=asyncio.FIRST_COMPLETED)
-            if writer in done:
+            waiting: set[asyncio.Future[Any]] = {receive, closed}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if closed in done:
                 return  # closed as a slow consumer
             frame = receive.result()
             if frame["type"] == "websocket.disconnect":
@@ -96,7 +95,7 @@ async def _read_loop(
             if len(raw.encode() if isinstance(raw, str) else raw) > limit:  # bytes, not chars
                 await notifier.protocol.too_large(conn)
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(writer), timeout=5)
+                    await asyncio.wait_for(asyncio.shield(closed), timeout=5)
                 return
             try:
                 msg = decode_text(raw)

@@ -1,9 +1,11 @@
-"""A per-connection outbound queue: bounded in bytes, coalescing progress, one writer task.
+"""A per-connection outbound queue: bounded in bytes, coalescing progress, a writer task on demand.
 
-When the connection is idle (nothing queued, the writer waiting) and the transport takes a
-message at once without blocking (``write_now``: Socket.IO hands it to Engine.IO's own
-queue), the message goes straight out from ``put``: one task switch less per recipient,
-the cost that dominates a fan-out to thousands of connections.
+When the connection is idle (nothing queued, no writer running) and the transport takes a
+message at once without blocking (``write_now``: Socket.IO hands it to its Engine.IO
+session, which writes it to the WebSocket), the message goes straight out from ``put``: no
+task switch per recipient, the cost that dominates a fan-out to thousands of connections.
+A writer task exists only while messages wait (the transport is backed up, or it has no
+direct path): an idle connection holds no task of its own.
 
 The dispatcher only ever appends here, so a client that stops reading can neither stall
 delivery to the others nor grow the server's memory without bound. While a progress
@@ -80,6 +82,8 @@ class _Item:
 
 
 class Outbox:
+    """Opened by :meth:`start`; until then messages wait (the transport greets the client first)."""
+
     def __init__(
         self,
         write: Write,
@@ -91,26 +95,39 @@ class Outbox:
     ) -> None:
         self._write = write
         self._write_now = write_now
-        self._idle = False  # the writer waits for work and nothing is queued
         self._close_transport = close
         self._limit = limit
         self._backpressure = backpressure
         self._items: deque[_Item] = deque()
         self._latest_progress: dict[str, _Item] = {}
         self._bytes = 0
-        self._ready = asyncio.Event()
+        self._started = False
+        self._writer: asyncio.Task[None] | None = None
         self._close: tuple[int, str] | None = None
+        self._finished = False  # closed its transport, or a write failed
+        self._done: asyncio.Future[None] | None = None
         self.merged = 0
 
     @property
     def queued_bytes(self) -> int:
         return self._bytes
 
+    def start(self) -> None:
+        """Begin writing (what waits first, in order)."""
+        self._started = True
+        self._wake()
+
     def put(self, message: dict[str, Any], size: int) -> bool:
         """Queue ``message`` (about ``size`` bytes encoded); False once closing."""
         if self._close is not None:
             return False
-        if self._idle and self._write_now is not None and self._write_now(message):
+        if (
+            self._writer is None
+            and self._started
+            and not self._items
+            and self._write_now is not None
+            and self._write_now(message)
+        ):
             return True
         job = _progress_job(message)
         if job is not None:
@@ -136,24 +153,42 @@ class Outbox:
         if job is not None:
             self._latest_progress[job] = item
         self._bytes += size
-        self._idle = False
-        self._ready.set()
+        self._wake()
         return True
 
     def close(self, code: int, reason: str) -> None:
         """Close once the messages already queued are written."""
         if self._close is None:
             self._close = (code, reason)
-        self._idle = False
-        self._ready.set()
+        self._wake()
 
-    async def drain(self) -> None:
-        """The writer task: writes in order, waiting while the transport is backed up."""
-        while True:
-            self._idle = not self._items and self._close is None
-            await self._ready.wait()
-            self._idle = False
-            self._ready.clear()
+    def done(self) -> asyncio.Future[None]:
+        """Resolved once the outbox has closed its transport, or a write failed."""
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+            if self._finished:
+                self._done.set_result(None)
+        return self._done
+
+    def stop(self) -> None:
+        """The connection is gone: cancel a running writer; nothing more is written."""
+        self._started = False
+        if self._writer is not None:
+            self._writer.cancel()
+            self._writer = None
+
+    def _wake(self) -> None:
+        if (
+            self._writer is None
+            and self._started
+            and not self._finished
+            and (self._items or self._close is not None)
+        ):
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        """The writer: writes in order, waiting while the transport is backed up; ends idle."""
+        try:
             while self._items:
                 if self._backpressure is not None:
                     for _ in range(200):  # bounded wait; the byte limit does the rest
@@ -169,7 +204,18 @@ class Outbox:
                     await self._write(item.message)
                 except Exception as exc:  # the transport is gone; the adapter cleans up
                     log.info("write failed; writer stops", extra={"error": repr(exc)})
+                    self._finish()
                     return
             if self._close is not None:
-                await self._close_transport(*self._close)
-                return
+                try:
+                    await self._close_transport(*self._close)
+                finally:
+                    self._finish()
+        finally:
+            if self._writer is asyncio.current_task():
+                self._writer = None  # no await from the last check of the queue to here
+
+    def _finish(self) -> None:
+        self._finished = True
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)

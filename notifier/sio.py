@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,7 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from notifier import eager
 from notifier.auth import AuthError, token_from
 from notifier.events import dumps
 from notifier.hub import Connection
@@ -39,23 +42,34 @@ def _environ_headers(environ: dict[str, Any]) -> dict[str, str]:
 
 
 class _Socket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
-    """python-engineio's session, waiting for its next packet without a task per wake-up.
+    """python-engineio's session, with a WebSocket transport that costs no task.
 
-    Upstream's ``poll`` wraps every ``queue.get()`` in ``asyncio.wait_for``, which creates
-    a task each time a WebSocket writer wakes: per recipient of every message. Same
-    behaviour here (the ping timeout bounds a long-poll; the writer stops on ``None``),
-    with ``asyncio.timeout`` for a long-poll, no timer for the WebSocket writer, and no
-    wait at all when packets are already queued.
+    Upstream runs, per WebSocket session, a writer task fed by a queue, a task per received
+    frame (``asyncio.wait_for`` around each read) and a ping task; a message to thousands
+    of sessions wakes thousands of writer tasks. Here, on a WebSocket:
+
+    - a packet is written by the call that sends it (:meth:`push`; the server's ``send`` is
+      run eagerly, :mod:`notifier.eager`); only if that write has to wait (flow control) do
+      later packets queue, behind it, for a task that exists until they are written;
+    - the reader is the connection's own ASGI task, under one deadline that each received
+      frame moves (a silent peer is dropped after ping interval + ping timeout, as
+      upstream);
+    - the next ping is a loop timer, not a sleeping task.
+
+    Long-polling keeps upstream's queue, which each GET drains (``poll``, without a task
+    per wait).
     """
+
+    last_ping: float | None
+    connected: bool
+    _ws: Any = None  # the Engine.IO WebSocket while this session is on one
+    _flushing: asyncio.Task[None] | None = None  # writes what a waiting send held back
+    _ping: asyncio.TimerHandle | None = None
 
     async def poll(self) -> list[eio_packet.Packet]:
         queue = self.queue
         try:
-            if queue.empty() and self.upgraded:
-                # The WebSocket writer: released by the None its reader puts when it ends
-                # (a dead peer ends it by Engine.IO's read timeout), so no timer here.
-                first = await queue.get()
-            elif queue.empty():
+            if queue.empty():
                 async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
                     first = await queue.get()
             else:
@@ -75,15 +89,157 @@ class _Socket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
             packets.append(pkt)
         return packets
 
+    async def send(self, pkt: eio_packet.Packet) -> None:
+        if await self.check_ping_timeout():
+            self.push(pkt)
+
+    def push(self, pkt: eio_packet.Packet) -> None:
+        """Write ``pkt`` to the WebSocket now, or queue it (polling, upgrading, backed up)."""
+        ws = self._ws
+        if ws is None or self._flushing is not None or self.upgrading or not self.queue.empty():
+            self.queue.put_nowait(pkt)
+            self._flush()
+            return
+        try:
+            pending = eager.start(ws.send(pkt.encode()))
+        except Exception as exc:  # the connection is gone: its reader ends the session
+            self._broken(exc)
+            return
+        if pending is not None:
+            self._flushing = pending
+            pending.add_done_callback(self._flushed)
+
+    def _flush(self) -> None:
+        if (
+            self._ws is not None
+            and self._flushing is None
+            and not self.upgrading
+            and not self.queue.empty()
+        ):
+            try:
+                pending = eager.start(self._write_queued())
+            except Exception as exc:
+                self._broken(exc)
+                return
+            if pending is not None:
+                self._flushing = pending
+                pending.add_done_callback(self._flushed)
+
+    async def _write_queued(self) -> None:
+        while self._ws is not None and not self.queue.empty():
+            pkt = self.queue.get_nowait()
+            self.queue.task_done()
+            if pkt is None:
+                return
+            await self._ws.send(pkt.encode())
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        self._flushing = None
+        if not task.cancelled() and task.exception() is not None:
+            self._broken(task.exception())
+        else:
+            self._flush()
+
+    def _broken(self, exc: BaseException | None) -> None:
+        log.debug("websocket write failed", extra={"eio_sid": self.sid, "error": repr(exc)})
+        self._ws = None  # packets queue (bounded by the outbox) until the reader ends
+
+    def schedule_ping(self) -> None:
+        if self.last_ping:  # only once the previous ping was answered
+            self.last_ping = None
+            loop = asyncio.get_running_loop()
+            self._ping = loop.call_later(self.server.ping_interval, self._send_ping_now)
+
+    def _send_ping_now(self) -> None:
+        self._ping = None
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self.push(eio_packet.Packet(eio_packet.PING))
+
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        if self._ping is not None:
+            self._ping.cancel()
+            self._ping = None
+        closing = not self.closed and not self.closing
+        await super().close(wait=wait, abort=abort, reason=reason)
+        ws = self._ws
+        if closing and not abort and ws is not None:
+            # The CLOSE packet is written; the WebSocket's close frame follows it, so the
+            # client's close answer ends the reader (upstream waited for the client to act
+            # on the packet, or for the read deadline).
+            with contextlib.suppress(Exception):
+                eager.start(ws.close())
+
+    async def _websocket_handler(self, ws: Any) -> None:
+        server = self.server
+        limit = server.ping_interval + server.ping_timeout
+        loop = asyncio.get_running_loop()
+        if self.connected:  # polling until now: upstream's upgrade exchange first
+            try:
+                async with asyncio.timeout(limit):
+                    upgraded = await self._upgrade(ws)
+            except (TimeoutError, OSError, ValueError):
+                upgraded = False
+            if not upgraded:
+                return  # the session goes on polling
+        self.connected = self.upgraded = True
+        self._ws = ws
+        self._flush()  # what was queued before (the OPEN packet, a CONNECT answer)
+        try:
+            async with asyncio.timeout(loop.time() + limit) as deadline:
+                while not self.closed:
+                    data = await ws.wait()
+                    deadline.reschedule(loop.time() + limit)
+                    if data and len(data) > server.max_http_buffer_size:
+                        break  # as upstream: an oversized frame ends the session
+                    try:
+                        await self.receive(eio_packet.Packet(encoded_packet=data))
+                    except engineio.exceptions.UnknownPacketError:
+                        pass
+                    except engineio.exceptions.SocketIsClosedError:
+                        break
+        except (TimeoutError, OSError, ValueError):
+            pass  # a silent peer, a disconnect, an undecodable frame: the session ends
+        finally:
+            self._ws = None
+            if self._flushing is not None:
+                self._flushing.cancel()
+        with contextlib.suppress(Exception):
+            await ws.close()
+        await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+
+    async def _upgrade(self, ws: Any) -> bool:
+        """Upstream's polling → WebSocket upgrade: the probe, then the UPGRADE packet."""
+        self.upgrading = True  # packets queue meanwhile; a pending GET gets a NOOP
+        try:
+            probe = eio_packet.Packet(encoded_packet=await ws.wait())
+            if probe.packet_type != eio_packet.PING or probe.data != "probe":
+                log.info("failed websocket upgrade: no probe", extra={"eio_sid": self.sid})
+                return False
+            await ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
+            self.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))  # ends the pending GET
+            done = eio_packet.Packet(encoded_packet=await ws.wait())
+            if done.packet_type != eio_packet.UPGRADE:
+                log.info("failed websocket upgrade: no UPGRADE", extra={"eio_sid": self.sid})
+                return False
+            return True
+        finally:
+            self.upgrading = False
+
 
 class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
-    """python-engineio's server, not waiting for the client to fetch its CLOSE packet.
+    """python-engineio's server: sessions without tasks of their own (:class:`_Socket`).
 
-    Upstream's ``disconnect`` waits until the session's queue is drained, which for a
-    polling client that holds no GET is never: the request that closes the session (an
-    oversized POST answered 400, the authentication timeout's timer) would hang with it,
-    and the session with it. The CLOSE packet is still queued for the next GET or for the
-    WebSocket writer; a later request of the session is answered 400.
+    - ``disconnect`` does not wait for the client to fetch its CLOSE packet. Upstream waits
+      until the session's queue is drained, which for a polling client that holds no GET is
+      never: the request that closes the session (an oversized POST answered 400, the
+      authentication timeout's timer) would hang with it, and the session with it. The
+      CLOSE packet is still queued for the next GET (or written to the WebSocket); a later
+      request of the session is answered 400.
+    - The service task that drops sessions whose client stopped answering pings checks
+      them all in one pass every quarter of the ping timeout. Upstream spreads one pass
+      over a ping timeout with a wait per session, each ``asyncio.wait_for`` a task: with
+      thousands of idle connections, most of the server's idle CPU.
     """
 
     async def disconnect(self, sid: str | None = None) -> None:
@@ -94,6 +250,23 @@ class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
         if socket is not None:
             await socket.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
             self.sockets.pop(sid, None)
+
+    async def _service_task(self) -> None:
+        self.service_task_event = stop = self.create_event()
+        interval = max(0.5, self.ping_timeout / 4)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await stop.wait()
+            deadline = time.time() - self.ping_timeout
+            for sid, socket in list(self.sockets.items()):
+                if socket.closed:
+                    self.sockets.pop(sid, None)
+                elif not socket.closing and socket.last_ping and socket.last_ping < deadline:
+                    try:
+                        await socket.check_ping_timeout()  # closes it
+                    except Exception:
+                        log.exception("closing a silent session failed", extra={"eio_sid": sid})
 
 
 class _Server(socketio.AsyncServer):  # type: ignore[misc]
@@ -108,7 +281,7 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
     """
 
     auth_timeout = 10.0
-    _timers: set[asyncio.Task[None]]
+    _expiring: set[asyncio.Task[None]]
     #: Answers a connected client's refused packet: ``(sid, message)``.
     refuse: Callable[[str, str], Awaitable[None]]
 
@@ -125,15 +298,15 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
         # body reader (an instance of a class python-engineio defines per request, ~2.5
         # KiB) is never read again.
         environ.pop("wsgi.input", None)
-        timer = asyncio.get_running_loop().create_task(self._expire_unauthenticated(eio_sid))
-        self._timers.add(timer)
-        timer.add_done_callback(self._timers.discard)
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.auth_timeout, self._expire_unauthenticated, eio_sid)
 
-    async def _expire_unauthenticated(self, eio_sid: str) -> None:
-        await asyncio.sleep(self.auth_timeout)
+    def _expire_unauthenticated(self, eio_sid: str) -> None:
         if eio_sid in self.environ and self.manager.sid_from_eio_sid(eio_sid, "/") is None:
             log.info("closing a session that never authenticated", extra={"eio_sid": eio_sid})
-            await self.eio.disconnect(eio_sid)
+            task = asyncio.get_running_loop().create_task(self.eio.disconnect(eio_sid))
+            self._expiring.add(task)
+            task.add_done_callback(self._expiring.discard)
 
     async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
         if isinstance(data, bytes):
@@ -194,7 +367,7 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
         engineio_logger=False,
     )
     sio.auth_timeout = settings.auth_timeout_seconds
-    sio._timers = set()
+    sio._expiring = set()
     connections: dict[str, Connection] = {}
 
     def encode(message: dict[str, Any]) -> list[eio_packet.Packet]:
@@ -206,7 +379,7 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
 
     packets = EncodeCache(encode)
     background: set[asyncio.Task[None]] = set()
-    writers: dict[str, asyncio.Task[None]] = {}
+    outboxes: dict[str, Outbox] = {}
     establishing: dict[str, asyncio.Task[None]] = {}
 
     @sio.event
@@ -243,15 +416,15 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
             return eio_socket is not None and eio_socket.queue.qsize() > ENGINEIO_QUEUE_HIGH
 
         def write_now(message: dict[str, Any]) -> bool:
-            # Straight into Engine.IO's queue, as its send_packet would (minus a coroutine
-            # and a log call per packet), unless the session is gone, closing or backed up.
+            # Straight to the Engine.IO session, as its send_packet would (minus a
+            # coroutine and a log call per packet), unless it is gone, closing or backed up.
             eio_socket = session()
             if eio_socket is None or eio_socket.closing or eio_socket.closed:
                 return False
             if eio_socket.queue.qsize() > ENGINEIO_QUEUE_HIGH:
                 return False
             for eio_pkt in packets(message):
-                eio_socket.queue.put_nowait(eio_pkt)
+                eio_socket.push(eio_pkt)
             return True
 
         outbox = Outbox(
@@ -261,13 +434,14 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
             sid, principal, sio.transport(sid), outbox.put, outbox.close, notifier.rate_limiter()
         )
         connections[sid] = conn
+        outboxes[sid] = outbox
 
         async def established() -> None:
             # Runs after python-socketio has sent the CONNECT packet, so the client has
             # its connection before the first message arrives.
             if sid not in connections:
                 return
-            writers[sid] = asyncio.get_running_loop().create_task(outbox.drain())
+            outbox.start()
             await notifier.establish(
                 conn, last_event_id if isinstance(last_event_id, str) else None
             )
@@ -289,9 +463,9 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
     async def disconnect(sid: str, reason: Any = None) -> None:
         conn = connections.pop(sid, None)
         establishing.pop(sid, None)
-        writer = writers.pop(sid, None)
-        if writer is not None:
-            writer.cancel()
+        outbox = outboxes.pop(sid, None)
+        if outbox is not None:
+            outbox.stop()
         if conn is not None:
             await notifier.release(conn)
             log.info("disconnected", extra={"conn": sid, "reason": str(reason)})

@@ -49,38 +49,64 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_idle_connection_writes_directly_and_in_order() -> None:
+def writer_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+
+
+async def test_idle_connection_writes_directly_in_order_without_a_task() -> None:
     transport = Transport()
     outbox = Outbox(transport.write, transport.close, 10_000, write_now=transport.write_now)
-    writer = asyncio.create_task(outbox.drain())
-    try:
-        await settle()
-        for value in (1, 2, 3):
-            assert outbox.put(progress("j", value), 100)
-        assert [how for how, _ in transport.written] == ["direct"] * 3
-        assert transport.values() == [1, 2, 3]
-    finally:
-        writer.cancel()
+    outbox.start()
+    await settle()
+    assert writer_tasks() == [], "an idle connection holds no writer task"
+    for value in (1, 2, 3):
+        assert outbox.put(progress("j", value), 100)
+    assert [how for how, _ in transport.written] == ["direct"] * 3
+    assert transport.values() == [1, 2, 3]
+    assert writer_tasks() == []
+
+
+async def test_messages_wait_until_started_then_go_first() -> None:
+    transport = Transport()
+    outbox = Outbox(transport.write, transport.close, 10_000, write_now=transport.write_now)
+    outbox.put(done("a"), 100)  # before the transport has greeted the client
+    assert transport.written == []
+    outbox.start()
+    outbox.put(done("b"), 100)  # must not overtake "a"
+    await settle()
+    assert [m["jobId"] for _, m in transport.written] == ["a", "b"]
+    assert writer_tasks() == [], "the writer ends once the queue is empty"
 
 
 async def test_backed_up_transport_queues_and_later_messages_wait_their_turn() -> None:
     transport = Transport()
     outbox = Outbox(transport.write, transport.close, 10_000, write_now=transport.write_now)
-    writer = asyncio.create_task(outbox.drain())
-    try:
-        await settle()
-        transport.accepting = False
-        outbox.put(progress("j", 1), 100)
-        transport.accepting = True  # the next put must not overtake the queued one
-        outbox.put(progress("k", 2), 100)
-        outbox.put(done("j"), 100)
-        await settle()
-        assert transport.values() == [1, 2, "job_completed"]
-        assert [how for how, _ in transport.written] == ["queued"] * 3
-        outbox.put(progress("j", 4), 100)  # idle again: direct
-        assert transport.written[-1][0] == "direct"
-    finally:
-        writer.cancel()
+    outbox.start()
+    transport.accepting = False
+    outbox.put(progress("j", 1), 100)
+    transport.accepting = True  # the next put must not overtake the queued one
+    outbox.put(progress("k", 2), 100)
+    outbox.put(done("j"), 100)
+    assert len(writer_tasks()) == 1
+    await settle()
+    assert transport.values() == [1, 2, "job_completed"]
+    assert [how for how, _ in transport.written] == ["queued"] * 3
+    assert writer_tasks() == []
+    outbox.put(progress("j", 4), 100)  # idle again: direct
+    assert transport.written[-1][0] == "direct"
+
+
+async def test_stop_cancels_a_waiting_writer() -> None:
+    transport = Transport()
+    outbox = Outbox(transport.write, transport.close, 10_000, backpressure=lambda: True)
+    outbox.start()
+    outbox.put(done("a"), 100)
+    await settle()
+    assert len(writer_tasks()) == 1  # held back by the backed-up transport
+    outbox.stop()
+    await settle()
+    assert writer_tasks() == []
+    assert transport.written == []
 
 
 async def test_unsent_progress_is_replaced_by_the_newer_one() -> None:
@@ -91,12 +117,9 @@ async def test_unsent_progress_is_replaced_by_the_newer_one() -> None:
     outbox.put(done("j"), 100)
     outbox.put(progress("k", 7), 100)
     assert outbox.merged == 4
-    writer = asyncio.create_task(outbox.drain())
-    try:
-        await settle()
-        assert transport.values() == [5, "job_completed", 7]
-    finally:
-        writer.cancel()
+    outbox.start()
+    await settle()
+    assert transport.values() == [5, "job_completed", 7]
 
 
 async def test_past_the_byte_limit_the_connection_is_closed_as_slow_consumer() -> None:
@@ -105,8 +128,8 @@ async def test_past_the_byte_limit_the_connection_is_closed_as_slow_consumer() -
     assert all(outbox.put(done(f"j{i}"), 100) for i in range(10))
     assert not outbox.put(done("j10"), 100)
     assert outbox.queued_bytes == 0
-    writer = asyncio.create_task(outbox.drain())
-    await settle()
+    outbox.start()
+    await asyncio.wait_for(outbox.done(), 1)
     assert transport.closed is not None and transport.closed[1] == SLOW_CONSUMER
-    assert writer.done()
+    assert writer_tasks() == []
     assert not outbox.put(done("late"), 100), "a closing outbox takes nothing more"
