@@ -176,10 +176,18 @@ class Hub:
             if not targets:
                 continue
             message = event.message()  # decoded once, shared by every recipient
+            key, size = event.key, _size(event)
             for conn in list(targets):
-                self._deliver(conn, event, message)
+                self._deliver(conn, event, message, key, size)
 
-    def _deliver(self, conn: Connection, event: StreamEvent, message: dict[str, Any]) -> None:
+    def _deliver(
+        self,
+        conn: Connection,
+        event: StreamEvent,
+        message: dict[str, Any],
+        key: tuple[int, int] | None = None,
+        size: int = 0,
+    ) -> None:
         if conn.replaying is not None:
             conn.replaying.append(event)
             return
@@ -189,7 +197,9 @@ class Hub:
             if held is not None:
                 held.append(event)
                 return
-        self._send(conn, job_id, message, event.key, _size(event))
+        if key is None:
+            key, size = event.key, _size(event)
+        self._send(conn, job_id, message, key, size)
 
     def _send(
         self,

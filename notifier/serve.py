@@ -3,15 +3,75 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import struct
+import weakref
+from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
+from websockets.protocol import State
 
 from notifier.logs import configure, logging_config
 from notifier.settings import get_settings
+
+#: ASGI scope extension: ``write_frame(frame: bytes) -> bool`` writes a serialised WebSocket
+#: frame (:func:`text_frame`) now and says True, or says False (not open, or the transport
+#: is paused: use the ASGI ``send``, which waits). Offered by :class:`WebSocketProtocol`.
+WRITE_FRAME = "jobcast.websocket.write_frame"
+WriteFrame = Callable[[bytes], bool]
+
+
+def text_frame(text: str) -> bytes:
+    """A server's (unmasked, unfragmented, uncompressed) WebSocket text frame of ``text``
+    (RFC 6455 section 5.2): the same bytes for every connection it goes to."""
+    data = text.encode()
+    length = len(data)
+    if length < 126:
+        return struct.pack("!BB", 0x81, length) + data
+    if length < 65536:
+        return struct.pack("!BBH", 0x81, 126, length) + data
+    return struct.pack("!BBQ", 0x81, 127, length) + data
+
+
+#: Connections with frames waiting after which they are written without waiting for the
+#: end of the loop turn.
+FLUSH_BATCH = 256
+
+
+class _Flusher:
+    """The connections of one event loop with frames waiting, written in one pass."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiting: list[WebSocketProtocol] = []
+        self._scheduled = False
+
+    def add(self, protocol: WebSocketProtocol) -> None:
+        self._waiting.append(protocol)
+        if len(self._waiting) >= FLUSH_BATCH:
+            self.flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._end_of_turn)
+
+    def _end_of_turn(self) -> None:
+        self._scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for protocol in waiting:
+            protocol.flush()
+
+
+_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
@@ -24,13 +84,20 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     - It does not keep the handshake's request and response once the connection is open.
     - Frames sent in one turn of the event loop leave in one ``transport.write`` (one
       system call) instead of one each: websockets keeps the frames until
-      ``data_to_send()``, which a callback scheduled with the first one calls. Any other
-      write of the connection (a close, a pong) takes them first, in order. Flow control
-      is unchanged: while the transport is paused, sends go through uvicorn's own path,
-      which waits.
+      ``data_to_send()``, which :class:`_Flusher` calls at the end of the turn (or once
+      :data:`FLUSH_BATCH` connections wait, so that a fan-out's first frames leave while
+      the rest are still being framed). Any other write of the connection (a close, a
+      pong) takes them first, in order. Flow control is unchanged: while the transport is
+      paused, sends go through uvicorn's own path, which waits.
+    - It offers the application a frame already serialised (:data:`WRITE_FRAME` in the
+      scope's extensions): a message to thousands of connections is framed once, not once
+      per connection, and written without a coroutine. The frame joins websockets' own
+      output in order, so what it writes and what ``send`` writes never interleave. Used
+      only while the connection is open and not paused; otherwise the caller sends.
     """
 
-    _flush_scheduled = False
+    _flush_scheduled = False  # in its loop's _Flusher
+    _flusher: _Flusher | None = None
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -41,6 +108,26 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         ):
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.transport.close()
+
+    async def run_asgi(self) -> None:
+        if isinstance(getattr(self.conn, "writes", None), list):  # websockets' output buffer
+            extensions: dict[str, Any] = self.scope["extensions"]
+            extensions[WRITE_FRAME] = self.write_frame
+        await super().run_asgi()
+
+    def write_frame(self, frame: bytes) -> bool:
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or self.disconnected
+            or self.initial_response is not None
+            or not self.writable.is_set()
+            or self.conn.state is not State.OPEN
+        ):
+            return False
+        self.conn.writes.append(frame)
+        self._flush_later()
+        return True
 
     async def send(self, message: ASGISendEvent) -> None:
         if (
@@ -65,11 +152,19 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
                 self.conn.send_text(text.encode())
         except InvalidState:
             raise ClientDisconnected() from None
+        self._flush_later()
+
+    def _flush_later(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+            flusher = self._flusher
+            if flusher is None:
+                flusher = self._flusher = _flushers.get(self.loop)
+                if flusher is None:
+                    flusher = _flushers[self.loop] = _Flusher(self.loop)
+            flusher.add(self)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         self._flush_scheduled = False
         output = self.conn.data_to_send()
         if output and not self.transport.is_closing():

@@ -22,6 +22,7 @@ from notifier.auth import AuthError, token_from
 from notifier.events import dumps
 from notifier.hub import Connection
 from notifier.outbox import SLOW_CONSUMER, EncodeCache, Outbox
+from notifier.serve import WRITE_FRAME, WriteFrame, text_frame
 
 if TYPE_CHECKING:
     from notifier.service import Notifier
@@ -63,6 +64,7 @@ class _Socket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
     last_ping: float | None
     connected: bool
     _ws: Any = None  # the Engine.IO WebSocket while this session is on one
+    _write_frame: WriteFrame | None = None  # the server's frame writer for that WebSocket
     _flushing: asyncio.Task[None] | None = None  # writes what a waiting send held back
     _ping: asyncio.TimerHandle | None = None
 
@@ -99,6 +101,9 @@ class _Socket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         if ws is None or self._flushing is not None or self.upgrading or not self.queue.empty():
             self.queue.put_nowait(pkt)
             self._flush()
+            return
+        frame = getattr(pkt, "frame", None)
+        if frame is not None and self._write_frame is not None and self._write_frame(frame):
             return
         try:
             pending = eager.start(ws.send(pkt.encode()))
@@ -169,6 +174,14 @@ class _Socket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
             # on the packet, or for the read deadline).
             with contextlib.suppress(Exception):
                 eager.start(ws.close())
+
+    async def _upgrade_websocket(self, environ: dict[str, Any]) -> Any:
+        extensions = environ.get("asgi.scope", {}).get("extensions") or {}
+        self._write_frame = extensions.get(WRITE_FRAME)
+        try:
+            return await super()._upgrade_websocket(environ)
+        finally:
+            self._write_frame = None
 
     async def _websocket_handler(self, ws: Any) -> None:
         server = self.server
@@ -341,6 +354,19 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
             await self.refuse(sid, message)
 
 
+class _Message(eio_packet.Packet):  # type: ignore[misc]
+    """An Engine.IO MESSAGE encoded once for all its recipients: as text (polling, any
+    WebSocket) and as a WebSocket frame (:data:`notifier.serve.WRITE_FRAME`)."""
+
+    def __init__(self, data: str) -> None:
+        super().__init__(eio_packet.MESSAGE, data)
+        self.text: str = super().encode()
+        self.frame = text_frame(self.text)
+
+    def encode(self, b64: bool = False) -> str:
+        return self.text
+
+
 #: Socket.IO's BINARY_EVENT and BINARY_ACK packet types, as the first character of a packet.
 _BINARY_PACKETS = (str(sio_packet.BINARY_EVENT), str(sio_packet.BINARY_ACK))
 _EVENT = str(sio_packet.EVENT)
@@ -374,8 +400,7 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
         # What python-socketio's emit builds (an EVENT of namespace "/": "2" + JSON of
         # [type, message]; jobcast's messages never hold binary), built once per event for
         # all its recipients, without the packet class's walk looking for binary data.
-        body = _EVENT + dumps([message["type"], message])
-        return [eio_packet.Packet(eio_packet.MESSAGE, body)]
+        return [_Message(_EVENT + dumps([message["type"], message]))]
 
     packets = EncodeCache(encode)
     background: set[asyncio.Task[None]] = set()
@@ -396,20 +421,22 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
         last_event_id = auth.get("lastEventId") if isinstance(auth, dict) else None
 
         async def write(message: dict[str, Any]) -> None:
-            eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
-            if eio_sid is not None:
+            eio_socket = session()
+            if eio_socket is not None:
                 for eio_pkt in packets(message):
-                    await sio.eio.send_packet(eio_sid, eio_pkt)
+                    await eio_socket.send(eio_pkt)
 
         async def close(code: int, reason: str) -> None:
             log.warning("closing connection", extra={"conn": sid, "reason": reason})
             conn.lost = reason == SLOW_CONSUMER
             await sio.disconnect(sid)
 
+        eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+        eio_session = sio.eio.sockets.get(eio_sid) if eio_sid else None  # for the whole session
+
         def session() -> Any:
             """This connection's Engine.IO session, or None once it is gone."""
-            eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
-            return sio.eio.sockets.get(eio_sid) if eio_sid else None
+            return None if eio_session is None or eio_session.closed else eio_session
 
         def backed_up() -> bool:
             eio_socket = session()
