@@ -98,7 +98,7 @@ class Outbox:
         self._close_transport = close
         self._limit = limit
         self._backpressure = backpressure
-        self._items: deque[_Item] = deque()
+        self._items: deque[_Item] | None = None  # while messages wait
         self._latest_progress: dict[str, _Item] = {}
         self._bytes = 0
         self._started = False
@@ -143,12 +143,14 @@ class Outbox:
                 self._latest_progress.pop(holder, None)  # a later progress goes after this
         if self._bytes + size > self._limit:
             log.warning("slow consumer: closing", extra={"queued_bytes": self._bytes})
-            self._items.clear()
+            self._items = None
             self._latest_progress.clear()
             self._bytes = 0
             self.close(CLOSE_POLICY, SLOW_CONSUMER)
             return False
         item = _Item(message, size)
+        if self._items is None:
+            self._items = deque()
         self._items.append(item)
         if job is not None:
             self._latest_progress[job] = item
@@ -195,7 +197,11 @@ class Outbox:
                         if not self._backpressure() or self._close is not None:
                             break
                         await asyncio.sleep(0.01)
+                    if not self._items:  # dropped meanwhile (closed as a slow consumer)
+                        break
                 item = self._items.popleft()
+                if not self._items:
+                    self._items = None
                 self._bytes -= item.size
                 job = _progress_job(item.message)
                 if job is not None and self._latest_progress.get(job) is item:

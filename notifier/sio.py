@@ -21,6 +21,7 @@ from notifier import eager
 from notifier.auth import AuthError, token_from
 from notifier.events import dumps
 from notifier.hub import Connection
+from notifier.lean import LeanQueue
 from notifier.outbox import SLOW_CONSUMER, EncodeCache, Outbox
 from notifier.serve import WRITE_FRAME, WriteFrame, text_frame
 
@@ -254,6 +255,9 @@ class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
       over a ping timeout with a wait per session, each ``asyncio.wait_for`` a task: with
       thousands of idle connections, most of the server's idle CPU.
     """
+
+    def create_queue(self, *args: Any, **kwargs: Any) -> LeanQueue[Any]:
+        return LeanQueue()  # a session's packets: empty but for moments (notifier.lean)
 
     async def disconnect(self, sid: str | None = None) -> None:
         if sid is None:
