@@ -106,4 +106,3 @@ class LeanQueue(Generic[T]):
 
     def __repr__(self) -> str:
         return f"<LeanQueue size={self.qsize()} unfinished={self._unfinished}>"
-
