@@ -93,6 +93,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "trip (1 = plain publish_sync per event)",
     )
     parser.add_argument(
+        "--burst-connections",
+        type=int,
+        default=2,
+        help="burst producers (W2/W6): publishing connections, each with its own share of "
+        "the jobs (a job's events stay in order on one), as several Celery processes publish",
+    )
+    parser.add_argument(
         "--concurrency", type=int, default=32, help="connections the load generator opens at once"
     )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
@@ -216,6 +223,7 @@ def main(argv: list[str]) -> int:
             logdir=workdir,
             jobcast_app=args.jobcast_app,
             burst_batch=args.burst_batch,
+            burst_connections=args.burst_connections,
             concurrency=args.concurrency,
             idle_wait=1.0 if args.quick else 3.0,
             profile_dir=args.out / f"{stamp}-profiles" if args.profile else None,

@@ -357,6 +357,7 @@ class Server:
     logdir: Path
     jobcast_app: str = "api"  # jobcast only: "api" (composed app) or "notifier"
     burst_batch: int = 100
+    burst_connections: int = 2
     instances: list[Instance] = field(default_factory=list)
 
     @property
@@ -445,6 +446,7 @@ class Server:
                 "mode": self.name,
                 "redisUrl": self.redis.url,
                 "burstBatch": self.burst_batch,
+                "burstConnections": self.burst_connections,
             }
             if self.name == "jobcast" and self.jobcast_app == "api" and self.instances:
                 params["apiUrl"] = self.instances[0].url

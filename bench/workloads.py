@@ -88,6 +88,7 @@ class Context:
     logdir: Path
     jobcast_app: str = "api"
     burst_batch: int = 100
+    burst_connections: int = 2
     concurrency: int = 32
     settle: float = 1.0
     idle_wait: float = 3.0  # W4: how long the idle CPU is measured
@@ -106,6 +107,7 @@ class Context:
             self.logdir,
             jobcast_app=self.jobcast_app,
             burst_batch=self.burst_batch,
+            burst_connections=self.burst_connections,
         )
 
 
