@@ -42,19 +42,33 @@ def text_frame(text: str) -> bytes:
 #: Connections with frames waiting after which they are written without waiting for the
 #: end of the loop turn.
 FLUSH_BATCH = 256
+#: The same, while one frame goes to one connection after another (a fan-out): its first
+#: recipients get it while the rest are still being served.
+FANOUT_BATCH = 32
 
 
 class _Flusher:
-    """The connections of one event loop with frames waiting, written in one pass."""
+    """The connections of one event loop with frames waiting, written in one pass.
+
+    Frames to few connections wait for the end of the loop turn, so that a connection's
+    frames of one turn leave in one system call. A fan-out (the same frame to connection
+    after connection) is written in groups of :data:`FANOUT_BATCH`.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._waiting: list[WebSocketProtocol] = []
         self._scheduled = False
+        self._frame: bytes | None = None  # the last frame, and how many connections in a row
+        self._same = 0
 
-    def add(self, protocol: WebSocketProtocol) -> None:
+    def add(self, protocol: WebSocketProtocol, frame: bytes | None) -> None:
         self._waiting.append(protocol)
-        if len(self._waiting) >= FLUSH_BATCH:
+        if frame is not None and frame is self._frame:
+            self._same += 1
+        else:
+            self._frame, self._same = frame, 1
+        if len(self._waiting) >= FLUSH_BATCH or self._same >= FANOUT_BATCH:
             self.flush()
         elif not self._scheduled:
             self._scheduled = True
@@ -62,9 +76,11 @@ class _Flusher:
 
     def _end_of_turn(self) -> None:
         self._scheduled = False
+        self._frame = None
         self.flush()
 
     def flush(self) -> None:
+        self._same = 0
         waiting, self._waiting = self._waiting, []
         for protocol in waiting:
             protocol.flush()
@@ -88,11 +104,11 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
       :class:`~notifier.lean.LeanQueue`: about 5 KiB less per idle connection.
     - Frames sent in one turn of the event loop leave in one ``transport.write`` (one
       system call) instead of one each: websockets keeps the frames until
-      ``data_to_send()``, which :class:`_Flusher` calls at the end of the turn (or once
-      :data:`FLUSH_BATCH` connections wait, so that a fan-out's first frames leave while
-      the rest are still being framed). Any other write of the connection (a close, a
-      pong) takes them first, in order. Flow control is unchanged: while the transport is
-      paused, sends go through uvicorn's own path, which waits.
+      ``data_to_send()``, which :class:`_Flusher` calls at the end of the turn (for a
+      fan-out, in groups, so that its first frames leave while the rest are still being
+      framed). Any other write of the connection (a close, a pong) takes them first, in
+      order. Flow control is unchanged: while the transport is paused, sends go through
+      uvicorn's own path, which waits.
     - It offers the application a frame already serialised (:data:`WRITE_FRAME` in the
       scope's extensions): a message to thousands of connections is framed once, not once
       per connection, and written without a coroutine. The frame joins websockets' own
@@ -145,7 +161,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         ):
             return False
         self.conn.writes.append(frame)
-        self._flush_later()
+        self._flush_later(frame)
         return True
 
     async def send(self, message: ASGISendEvent) -> None:
@@ -174,7 +190,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             raise ClientDisconnected() from None
         self._flush_later()
 
-    def _flush_later(self) -> None:
+    def _flush_later(self, frame: bytes | None = None) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             flusher = self._flusher
@@ -182,7 +198,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
                 flusher = self._flusher = _flushers.get(self.loop)
                 if flusher is None:
                     flusher = _flushers[self.loop] = _Flusher(self.loop)
-            flusher.add(self)
+            flusher.add(self, frame)
 
     def flush(self) -> None:
         self._flush_scheduled = False
