@@ -42,33 +42,23 @@ def text_frame(text: str) -> bytes:
 #: Connections with frames waiting after which they are written without waiting for the
 #: end of the loop turn.
 FLUSH_BATCH = 256
-#: The same, while one frame goes to one connection after another (a fan-out): its first
-#: recipients get it while the rest are still being served.
-FANOUT_BATCH = 32
 
 
 class _Flusher:
-    """The connections of one event loop with frames waiting, written in one pass.
-
-    Frames to few connections wait for the end of the loop turn, so that a connection's
-    frames of one turn leave in one system call. A fan-out (the same frame to connection
-    after connection) is written in groups of :data:`FANOUT_BATCH`.
-    """
+    """The connections of one event loop with frames waiting, written in one pass at the
+    end of the loop turn (or once :data:`FLUSH_BATCH` wait), so that a connection's
+    frames of one turn leave in one system call."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._waiting: list[WebSocketProtocol] = []
         self._scheduled = False
-        self._frame: bytes | None = None  # the last frame, and how many connections in a row
-        self._same = 0
+        #: The frame last given to a connection: the same one again is a fan-out.
+        self.last_frame: bytes | None = None
 
-    def add(self, protocol: WebSocketProtocol, frame: bytes | None) -> None:
+    def add(self, protocol: WebSocketProtocol) -> None:
         self._waiting.append(protocol)
-        if frame is not None and frame is self._frame:
-            self._same += 1
-        else:
-            self._frame, self._same = frame, 1
-        if len(self._waiting) >= FLUSH_BATCH or self._same >= FANOUT_BATCH:
+        if len(self._waiting) >= FLUSH_BATCH:
             self.flush()
         elif not self._scheduled:
             self._scheduled = True
@@ -76,11 +66,10 @@ class _Flusher:
 
     def _end_of_turn(self) -> None:
         self._scheduled = False
-        self._frame = None
+        self.last_frame = None
         self.flush()
 
     def flush(self) -> None:
-        self._same = 0
         waiting, self._waiting = self._waiting, []
         for protocol in waiting:
             protocol.flush()
@@ -92,7 +81,7 @@ _flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = (
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol with two changes.
+    """uvicorn's websockets-sansio protocol, with these changes.
 
     - It answers the handshakes websockets refuses: for a request line or header over its
       limits (8 KiB) websockets queues a 414/431 response, but uvicorn 0.54 writes a
@@ -104,16 +93,17 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
       :class:`~notifier.lean.LeanQueue`: about 5 KiB less per idle connection.
     - Frames sent in one turn of the event loop leave in one ``transport.write`` (one
       system call) instead of one each: websockets keeps the frames until
-      ``data_to_send()``, which :class:`_Flusher` calls at the end of the turn (for a
-      fan-out, in groups, so that its first frames leave while the rest are still being
-      framed). Any other write of the connection (a close, a pong) takes them first, in
-      order. Flow control is unchanged: while the transport is paused, sends go through
-      uvicorn's own path, which waits.
+      ``data_to_send()``, which :class:`_Flusher` calls at the end of the turn. Any other
+      write of the connection (a close, a pong) takes them first, in order. Flow control
+      is unchanged: while the transport is paused, sends go through uvicorn's own path,
+      which waits.
     - It offers the application a frame already serialised (:data:`WRITE_FRAME` in the
       scope's extensions): a message to thousands of connections is framed once, not once
-      per connection, and written without a coroutine. The frame joins websockets' own
-      output in order, so what it writes and what ``send`` writes never interleave. Used
-      only while the connection is open and not paused; otherwise the caller sends.
+      per connection, and written without a coroutine (at once to each connection with
+      nothing waiting, so that the first recipients have it while the rest are served).
+      The frame joins websockets' own output in order, so what it writes and what
+      ``send`` writes never interleave. Used only while the connection is open and not
+      paused; otherwise the caller sends.
     """
 
     _flush_scheduled = False  # in its loop's _Flusher
@@ -160,8 +150,17 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             or self.conn.state is not State.OPEN
         ):
             return False
+        flusher = self._flusher or self._own_flusher()
+        if frame is flusher.last_frame and not self._flush_scheduled and not self.conn.writes:
+            # A fan-out (the frame the previous connection got), and nothing of this
+            # connection waits: written now, so the first recipients have it while the
+            # rest are still being served (there is nothing to gather it with).
+            if not self.transport.is_closing():
+                self.transport.write(frame)
+            return True
+        flusher.last_frame = frame
         self.conn.writes.append(frame)
-        self._flush_later(frame)
+        self._flush_later()
         return True
 
     async def send(self, message: ASGISendEvent) -> None:
@@ -190,15 +189,17 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             raise ClientDisconnected() from None
         self._flush_later()
 
-    def _flush_later(self, frame: bytes | None = None) -> None:
+    def _own_flusher(self) -> _Flusher:
+        flusher = _flushers.get(self.loop)
+        if flusher is None:
+            flusher = _flushers[self.loop] = _Flusher(self.loop)
+        self._flusher = flusher
+        return flusher
+
+    def _flush_later(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            flusher = self._flusher
-            if flusher is None:
-                flusher = self._flusher = _flushers.get(self.loop)
-                if flusher is None:
-                    flusher = _flushers[self.loop] = _Flusher(self.loop)
-            flusher.add(self, frame)
+            (self._flusher or self._own_flusher()).add(self)
 
     def flush(self) -> None:
         self._flush_scheduled = False

@@ -449,10 +449,13 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
         def write_now(message: dict[str, Any]) -> bool:
             # Straight to the Engine.IO session, as its send_packet would (minus a
             # coroutine and a log call per packet), unless it is gone, closing or backed up.
-            eio_socket = session()
-            if eio_socket is None or eio_socket.closing or eio_socket.closed:
-                return False
-            if eio_socket.queue.qsize() > ENGINEIO_QUEUE_HIGH:
+            eio_socket = eio_session
+            if (
+                eio_socket is None
+                or eio_socket.closing
+                or eio_socket.closed
+                or eio_socket.queue.qsize() > ENGINEIO_QUEUE_HIGH
+            ):
                 return False
             for eio_pkt in packets(message):
                 eio_socket.push(eio_pkt)
