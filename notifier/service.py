@@ -155,11 +155,9 @@ class Notifier:
         except Exception as exc:
             log.warning("presence not updated", extra={"conn": conn.id, "error": str(exc)})
 
-    def _transport(self, conn: Connection) -> str:
-        return conn.transport if conn.transport == "native" else str(self.sio.transport(conn.id))
-
     def count_connections(self, transport: str) -> int:
-        return sum(self._transport(c) == transport for c in self.hub.connections.values())
+        # Connection.transport is kept current by the adapters (an upgrade to WebSocket).
+        return sum(c.transport == transport for c in self.hub.connections.values())
 
     def auth_refused(self, reason: str, transport: str) -> None:
         metrics.AUTH_FAILURES.labels(reason, transport).inc()
@@ -184,8 +182,7 @@ class Notifier:
             figures["activeConnections"] += 1
             figures["activeJobSubscriptions"] += len(conn.jobs)
             figures["activeChannelSubscriptions"] += len(conn.channels)
-            transport = self._transport(conn)
-            by_transport[transport] = by_transport.get(transport, 0) + 1
+            by_transport[conn.transport] = by_transport.get(conn.transport, 0) + 1
         figures["eventsDelivered"] = self.hub.delivered
         for transport, count in by_transport.items():
             figures[f"transport:{transport}"] = count

@@ -43,6 +43,10 @@ def _environ_headers(environ: dict[str, Any]) -> dict[str, str]:
     return {"authorization": auth} if auth else {}
 
 
+#: WebSocket closes that wait for a paused transport (a task is kept only while referenced).
+_closing: set[asyncio.Task[None]] = set()
+
+
 class _Socket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
     """python-engineio's session, with a WebSocket transport that costs no task.
 
@@ -68,6 +72,8 @@ class _Socket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
     _write_frame: WriteFrame | None = None  # the server's frame writer for that WebSocket
     _flushing: asyncio.Task[None] | None = None  # writes what a waiting send held back
     _ping: asyncio.TimerHandle | None = None
+    #: Called once the session has moved from long-polling to a WebSocket.
+    on_upgrade: Callable[[], None] | None = None
 
     async def poll(self) -> list[eio_packet.Packet]:
         queue = self.queue
@@ -169,12 +175,24 @@ class _Socket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         closing = not self.closed and not self.closing
         await super().close(wait=wait, abort=abort, reason=reason)
         ws = self._ws
-        if closing and not abort and ws is not None:
-            # The CLOSE packet is written; the WebSocket's close frame follows it, so the
-            # client's close answer ends the reader (upstream waited for the client to act
-            # on the packet, or for the read deadline).
-            with contextlib.suppress(Exception):
-                eager.start(ws.close())
+        if (
+            closing
+            and not abort
+            and ws is not None
+            and self._flushing is None
+            and self.queue.empty()
+        ):
+            # The CLOSE packet is written (nothing waits before it); the WebSocket's close
+            # frame follows it, so the client's close answer ends the reader (upstream
+            # waited for the client to act on the packet, or for the read deadline).
+            try:
+                pending = eager.start(ws.close())
+            except Exception as exc:
+                self._broken(exc)
+            else:
+                if pending is not None:  # a paused transport: keep the task until it ends
+                    _closing.add(pending)
+                    pending.add_done_callback(_closing.discard)
 
     async def _upgrade_websocket(self, environ: dict[str, Any]) -> Any:
         extensions = environ.get("asgi.scope", {}).get("extensions") or {}
@@ -196,6 +214,8 @@ class _Socket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
                 upgraded = False
             if not upgraded:
                 return  # the session goes on polling
+        if self.connected and self.on_upgrade is not None:
+            self.on_upgrade()
         self.connected = self.upgraded = True
         self._ws = ws
         self._flush()  # what was queued before (the OPEN packet, a CONNECT answer)
@@ -467,6 +487,12 @@ def create_server(notifier: Notifier) -> socketio.AsyncServer:
         conn = Connection(
             sid, principal, sio.transport(sid), outbox.put, outbox.close, notifier.rate_limiter()
         )
+        if eio_session is not None:  # conn.transport follows an upgrade from polling
+
+            def upgraded() -> None:
+                conn.transport = "websocket"
+
+            eio_session.on_upgrade = upgraded
         connections[sid] = conn
         outboxes[sid] = outbox
 
