@@ -134,8 +134,10 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         # parser (``yield from Protocol.parse``) with the request still a local of its
         # frame. Start that frame parser afresh instead, unless bytes of a frame already
         # arrived (a client may not send before the 101 answer; then nothing is changed).
+        # Guarded so that a websockets release laid out differently keeps its own parser.
         conn = self.conn
-        if conn.state is State.OPEN and not conn.reader.buffer:
+        buffer = getattr(getattr(conn, "reader", None), "buffer", None)
+        if conn.state is State.OPEN and isinstance(buffer, bytearray) and not buffer:
             parser = Protocol.parse(conn)
             next(parser)
             conn.parser = parser
