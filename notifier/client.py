@@ -75,6 +75,12 @@ class JobcastClient:
 
     async def close(self) -> None:
         await self._sio.disconnect()
+        # After the server ended a long-polling session, python-engineio's client may still
+        # be "disconnecting" (its read loop not yet ended), so disconnect() does nothing
+        # and its aiohttp session would be left to the garbage collector: close it here.
+        http = getattr(self._sio.eio, "http", None)
+        if http is not None and not http.closed:
+            await http.close()
 
     @property
     def transport(self) -> str:

@@ -43,10 +43,6 @@ def _environ_headers(environ: dict[str, Any]) -> dict[str, str]:
     return {"authorization": auth} if auth else {}
 
 
-#: WebSocket closes that wait for a paused transport (a task is kept only while referenced).
-_closing: set[asyncio.Task[None]] = set()
-
-
 class _Socket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
     """python-engineio's session, with a WebSocket transport that costs no task.
 
@@ -172,27 +168,10 @@ class _Socket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         if self._ping is not None:
             self._ping.cancel()
             self._ping = None
-        closing = not self.closed and not self.closing
+        # As upstream, the client closes the WebSocket once it has the CLOSE packet (a
+        # silent one is dropped at the read deadline). Closing it from here as well went
+        # with python-engineio clients left with open aiohttp sessions in test runs.
         await super().close(wait=wait, abort=abort, reason=reason)
-        ws = self._ws
-        if (
-            closing
-            and not abort
-            and ws is not None
-            and self._flushing is None
-            and self.queue.empty()
-        ):
-            # The CLOSE packet is written (nothing waits before it); the WebSocket's close
-            # frame follows it, so the client's close answer ends the reader (upstream
-            # waited for the client to act on the packet, or for the read deadline).
-            try:
-                pending = eager.start(ws.close())
-            except Exception as exc:
-                self._broken(exc)
-            else:
-                if pending is not None:  # a paused transport: keep the task until it ends
-                    _closing.add(pending)
-                    pending.add_done_callback(_closing.discard)
 
     async def _upgrade_websocket(self, environ: dict[str, Any]) -> Any:
         extensions = environ.get("asgi.scope", {}).get("extensions") or {}
