@@ -1,3 +1,3 @@
-from notifier.serve import main
+from notifier.transport.serve import main
 
 main("api.app:app")

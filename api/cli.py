@@ -31,8 +31,8 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from notifier.auth import mint_token
-from notifier.settings import Settings, get_settings
+from notifier.contract.settings import Settings, get_settings
+from notifier.edge.auth import mint_token
 
 #: Exit status of a command that could not do its work (as argparse's usage errors).
 EXIT_OTHER = 2

@@ -10,9 +10,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError
-from notifier import metrics
-from notifier.auth import AuthError, Principal, TokenVerifier, token_from
-from notifier.limits import UserRateLimits
+from notifier.edge.auth import AuthError, Principal, TokenVerifier, token_from
+from notifier.edge.limits import UserRateLimits
+from notifier.observability import metrics
 
 bearer = HTTPBearer(auto_error=False, description="A JWT: `Authorization: Bearer <token>`")
 

@@ -11,12 +11,12 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api.errors import install_handlers
 from api.routes import demo, jobs, websocket
-from notifier.auth import TokenVerifier
-from notifier.bus import async_client
-from notifier.limits import UserRateLimits
-from notifier.metrics import metrics_route
-from notifier.service import Notifier
-from notifier.settings import Settings, get_settings
+from notifier.contract.settings import Settings, get_settings
+from notifier.core.bus import async_client
+from notifier.core.service import Notifier
+from notifier.edge.auth import TokenVerifier
+from notifier.edge.limits import UserRateLimits
+from notifier.observability.metrics import metrics_route
 
 DESCRIPTION = """Live progress of Celery jobs.
 

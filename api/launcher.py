@@ -49,8 +49,8 @@ from urllib.parse import urlsplit
 import redis
 
 from api.cli import TokenError, dev_token
-from notifier.logs import scrub
-from notifier.settings import Settings, get_settings
+from notifier.contract.settings import Settings, get_settings
+from notifier.observability.logs import scrub
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 STOP_GRACE_SECONDS = 10.0

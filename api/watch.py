@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import socketio
 
 from notifier.client import JobcastClient
-from notifier.events import JOB_COMPLETED, JOB_ERROR, JOB_STATUS_UPDATE
+from notifier.contract.events import JOB_COMPLETED, JOB_ERROR, JOB_STATUS_UPDATE
 
 #: Exit statuses: the job completed, failed, or anything else (cancelled, not followed).
 EXIT_COMPLETED, EXIT_FAILED, EXIT_OTHER = 0, 1, 2

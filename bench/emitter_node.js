@@ -20,7 +20,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const log = (msg) => process.stderr.write(`  [emitter] ${msg}\n`);
 
-// The same wire message as jobcast's job_status_update (notifier.events.status_update).
+// The same wire message as jobcast's job_status_update (notifier.contract.events.status_update).
 function message(cmd, k) {
   const jobs = cmd.jobs;
   const n = Math.floor(k / jobs) + 1;

@@ -45,7 +45,7 @@ const now = () => performance.timeOrigin + performance.now(); // epoch ms, sub-m
 const log = (msg) => process.stderr.write(`  [loadgen${P.label ? " " + P.label : ""}] ${msg}\n`);
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 
-// --- HS256 JWT, the same claims as notifier.auth.mint_token
+// --- HS256 JWT, the same claims as notifier.edge.auth.mint_token
 const b64url = (buf) => Buffer.from(buf).toString("base64url");
 const HEADER = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
 function token(sub) {

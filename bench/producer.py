@@ -2,8 +2,9 @@
 
     python -m bench.producer '{"mode": "jobcast", "redisUrl": "...", ...}'
 
-``mode`` ``jobcast``: ``notifier.bus.publish_sync`` -- the Lua publish path that
-``workers.progress.report()`` uses -- with events built by ``notifier.events.status_update``;
+``mode`` ``jobcast``: ``notifier.core.bus.publish_sync`` -- the Lua publish path that
+``workers.progress.report()`` uses -- with events built by
+``notifier.contract.events.status_update``;
 broadcasts through ``POST /api/v1/websocket/broadcast/system`` with an ADMIN token (or, with
 no ``apiUrl``, ``publish_sync(system_notification)``). ``mode`` ``naive``: a write-only
 ``socketio.RedisManager`` emitting to room ``job:<id>``.
@@ -43,9 +44,9 @@ def progress_fields(n: int) -> tuple[int, str]:
 
 class JobcastPublisher:
     def __init__(self, params: dict[str, Any]) -> None:
-        from notifier import bus
-        from notifier.auth import mint_token
-        from notifier.settings import get_settings
+        from notifier.contract.settings import get_settings
+        from notifier.core import bus
+        from notifier.edge.auth import mint_token
 
         self.bus = bus
         self.settings = get_settings()  # REDIS_URL and JOBCAST_JWT_SECRET from the environment
@@ -62,7 +63,7 @@ class JobcastPublisher:
         self._sha: str | None = None
 
     def _event(self, cmd: dict[str, Any], k: int) -> Any:
-        from notifier.events import status_update
+        from notifier.contract.events import status_update
 
         jobs = cmd["jobs"]
         n = k // jobs + 1
@@ -81,7 +82,7 @@ class JobcastPublisher:
 
     def setup(self, cmd: dict[str, Any]) -> int:
         """A ``queued`` update per job, owned by the client that will subscribe to it."""
-        from notifier.events import status_update
+        from notifier.contract.events import status_update
 
         jobs = int(cmd["jobs"])
         for j in range(jobs):
@@ -114,7 +115,7 @@ class JobcastPublisher:
             pipe.execute()
 
     def broadcast(self, ident: int) -> float:
-        from notifier.events import SYSTEM_NOTIFICATION, Event
+        from notifier.contract.events import SYSTEM_NOTIFICATION, Event
 
         sent_at = now_ms()
         text = f"bench broadcast {ident} sentAt={sent_at:.3f}"

@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 
-from notifier.metrics import metrics_route
-from notifier.service import Notifier
+from notifier.core.service import Notifier
+from notifier.observability.metrics import metrics_route
 
 notifier = Notifier()
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import socketio
 
-from notifier.events import JOB_COMPLETED, JOB_ERROR, TERMINAL_STATES, parse_event_id
+from notifier.contract.events import JOB_COMPLETED, JOB_ERROR, TERMINAL_STATES, parse_event_id
 
 SOCKETIO_PATH = "/ws/job-status"
 _SEEN_LIMIT = 10_000

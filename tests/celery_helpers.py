@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from notifier import keys
+from notifier.contract import keys
 from tests.conftest import running_worker
 from tests.helpers import bearer, is_terminal, job_events
 

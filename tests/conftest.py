@@ -31,7 +31,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# --- environment: set before anything imports notifier.settings (get_settings is cached)
+# --- environment: set before anything imports notifier.contract.settings (get_settings is cached)
 
 REPO = Path(__file__).resolve().parent.parent
 #: 64 bytes: long enough for HS256 and HS512 without PyJWT's InsecureKeyLengthWarning.

@@ -37,7 +37,7 @@ import httpx
 import pytest
 
 from notifier.client import JobcastClient
-from notifier.events import parse_event_id
+from notifier.contract.events import parse_event_id
 from tests.conftest import (
     REPO,
     START_TIMEOUT,

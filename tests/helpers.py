@@ -19,8 +19,8 @@ import httpx
 import socketio
 import websockets
 
-from notifier.auth import mint_token
-from notifier.events import parse_event_id
+from notifier.contract.events import parse_event_id
+from notifier.edge.auth import mint_token
 
 #: Generous bound for anything a test waits for (clear failure instead of a hang).
 TIMEOUT = 20.0

@@ -473,7 +473,7 @@ async def instance_leases(redis_client: Any, count: int, within: float = TIMEOUT
     A connection counts (limits, user status) only while its instance's lease is live, and
     each test starts with FLUSHALL: until every server has renewed its lease (once a
     second), presence checks would prune the entries of new connections."""
-    from notifier import keys
+    from notifier.contract import keys
 
     def live() -> int:
         now_ms = int(time.time() * 1000)

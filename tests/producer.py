@@ -7,9 +7,9 @@
                                          --prefix p --out FILE
 
 Events go through what ``report()`` and the signal handlers use: the builders of
-``notifier.events``, a ``workers.tracking.Run`` per job (sequence numbers, progress
+``notifier.contract.events``, a ``workers.tracking.Run`` per job (sequence numbers, progress
 coalescing, ETA, lease renewal through ``workers.tracking.RUNS``) and
-``workers.publisher.emit`` (the Lua publish of ``notifier.bus``). ``REDIS_URL`` says where.
+``workers.publisher.emit`` (the Lua publish of ``notifier.core.bus``). ``REDIS_URL`` says where.
 
 Every emitted event is written to ``--out`` as one JSON line: its eventId (null when the
 bus dropped or deferred it), type, route, userId, jobId, status, progress, attempt, seq.
@@ -23,14 +23,14 @@ import threading
 import time
 from typing import IO
 
-from notifier.events import (
+from notifier.contract.events import (
     STARTED,
     Event,
     job_completed,
     status_update,
     system_notification,
 )
-from notifier.settings import get_settings
+from notifier.contract.settings import get_settings
 from workers import publisher
 from workers.progress import progress_step
 from workers.tracking import RUNS, Run

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from notifier import keys
+from notifier.contract import keys
 from tests.browser_helpers import (
     ARTIFACTS,
     NODE_MODULES,

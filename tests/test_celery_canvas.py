@@ -11,7 +11,7 @@ import httpx
 import pytest
 from celery import chain, chord, group
 
-from notifier import keys
+from notifier.contract import keys
 from tests import celery_helpers
 from tests.celery_helpers import (
     assert_monotonic,

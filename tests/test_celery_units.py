@@ -15,9 +15,9 @@ import pytest
 from celery import chain, chord, group
 from celery.canvas import _chain
 
-from notifier import keys
-from notifier.events import result_payload, retrying
-from notifier.store import JobState
+from notifier.contract import keys
+from notifier.contract.events import result_payload, retrying
+from notifier.core.store import JobState
 from tests.celery_local_app import add, steady, total
 from tests.conftest import REPO, child_env
 from workers import aggregate, canvas
@@ -194,7 +194,7 @@ def stream(redis_client: Any, job_id: str) -> list[dict[str, Any]]:
 
 
 def test_canvas_aggregate_is_weighted_monotonic_and_completes_once(redis_client: Any) -> None:
-    from notifier.events import status_update
+    from notifier.contract.events import status_update
 
     job, user = f"canvas-{uuid.uuid4()}", "u-agg"
     shape = [0, 1]
@@ -287,9 +287,9 @@ def test_importing_the_producer_api_builds_no_app_and_opens_no_connection() -> N
 def test_progress_steps_renew_the_lease_once_half_of_it_has_passed(redis_client: Any) -> None:
     """A change of state always renews a running job's lease; a progress step renews it
     only once half of it has passed (the worker's publisher renews it meanwhile)."""
-    from notifier.bus import publish_sync
-    from notifier.events import now_ms, status_update
-    from notifier.settings import Settings
+    from notifier.contract.events import now_ms, status_update
+    from notifier.contract.settings import Settings
+    from notifier.core.bus import publish_sync
 
     settings = Settings(_env_file=None, job_lease_seconds=10.0)
     job, user = f"lease-{uuid.uuid4().hex[:8]}", "u-lease-steps"

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from notifier import keys
+from notifier.contract import keys
 from tests.conftest import Server
 from tests.fault_helpers import parse_metrics
 from tests.helpers import (

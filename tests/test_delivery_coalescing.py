@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from notifier.settings import get_settings
+from notifier.contract.settings import get_settings
 from tests.celery_helpers import SETTLE_SECONDS, submit
 from tests.fault_helpers import fault_worker
 from tests.helpers import assert_strictly_increasing, is_terminal, job_events

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from notifier import keys
+from notifier.contract import keys
 from tests.conftest import Server, child_env
 from tests.fault_helpers import (
     FailoverProxy,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from notifier import keys
+from notifier.contract import keys
 from tests.fault_helpers import (
     History,
     RecordingClient,

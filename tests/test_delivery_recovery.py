@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from notifier import keys
-from notifier.events import now_ms
+from notifier.contract import keys
+from notifier.contract.events import now_ms
 from tests.conftest import Server
 from tests.fault_helpers import (
     INBOX_TYPES,

@@ -22,8 +22,8 @@ import jwt
 import pytest
 import yaml
 
-from notifier.auth import TokenVerifier
-from notifier.settings import Settings
+from notifier.contract.settings import Settings
+from notifier.edge.auth import TokenVerifier
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "launcher-test-secret-" + "x" * 43  # 64 bytes: no InsecureKeyLengthWarning

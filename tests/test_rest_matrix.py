@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from notifier.events import status_update
-from notifier.settings import get_settings
+from notifier.contract.events import status_update
+from notifier.contract.settings import get_settings
 from tests.helpers import bearer
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ class Case:
 
 def owned_job(redis_client: Any, job_id: str, owner: str) -> None:
     """A queued job of ``owner``, published as the workers do (no worker runs it)."""
-    from notifier.bus import publish_sync
+    from notifier.core.bus import publish_sync
 
     event = status_update(job_id, owner, "queued", progress=0, message="Queued")
     assert publish_sync(redis_client, event, get_settings())

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from notifier.auth import AuthError, TokenVerifier
-from notifier.settings import Settings
+from notifier.contract.settings import Settings
+from notifier.edge.auth import AuthError, TokenVerifier
 from tests.conftest import JWT_SECRET, Server
 from tests.hostile_helpers import (
     ALL_KINDS,

@@ -24,7 +24,7 @@ import httpx
 import pytest
 import websockets
 
-from notifier.outbox import CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TOO_MANY
+from notifier.core.outbox import CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TOO_MANY
 from tests.conftest import Server, free_port
 from tests.fault_helpers import RawWebSocket, produce
 from tests.helpers import (
@@ -700,7 +700,7 @@ async def test_abandoned_handshakes_leave_nothing_behind(redis_server: Any) -> N
     from engineio.async_socket import AsyncSocket
 
     from api.factory import create_app
-    from notifier.settings import Settings
+    from notifier.contract.settings import Settings
 
     settings = Settings(_env_file=None, auth_timeout_seconds=1.0)
 

@@ -53,8 +53,8 @@ def server_tasks() -> dict[str, int]:
 @pytest.fixture
 async def inprocess(redis_server: Any) -> AsyncIterator[str]:
     from api.factory import create_app
-    from notifier.serve import WebSocketProtocol
-    from notifier.settings import Settings
+    from notifier.contract.settings import Settings
+    from notifier.transport.serve import WebSocketProtocol
 
     port = free_port()
     gc_threshold = gc.get_threshold()  # the notifier tunes the process's GC: put it back

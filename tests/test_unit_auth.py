@@ -9,8 +9,8 @@ import jwt
 import pytest
 from pydantic import ValidationError
 
-from notifier.auth import AuthError, Principal, TokenVerifier, mint_token, token_from
-from notifier.settings import Settings
+from notifier.contract.settings import Settings
+from notifier.edge.auth import AuthError, Principal, TokenVerifier, mint_token, token_from
 
 SECRET = "unit-test-secret-" + "s" * 47  # 64 bytes: no InsecureKeyLengthWarning, even HS512
 OTHER_SECRET = "another-unit-test-secret-" + "o" * 39

@@ -1,4 +1,5 @@
-"""notifier.eager: a coroutine runs in the caller until it has to wait, then in a task."""
+"""notifier.transport.inline: a coroutine runs in the caller until it has to wait, then
+in a task."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 
 import pytest
 
-from notifier import eager
+from notifier.transport import inline as eager
 
 
 async def test_a_coroutine_that_never_waits_finishes_in_the_call() -> None:

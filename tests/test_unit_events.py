@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from notifier import events
-from notifier.events import StreamEvent, parse_event_id
+from notifier.contract import events
+from notifier.contract.events import StreamEvent, parse_event_id
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """The routing core (no processes): who gets which event, once, in order.
 
-Connections are real :class:`notifier.hub.Connection` objects whose ``send`` appends to a
+Connections are real :class:`notifier.core.hub.Connection` objects whose ``send`` appends to a
 list, fed with :class:`StreamEvent` values built by the real event builders.
 """
 
@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from notifier import events
-from notifier.auth import Principal
-from notifier.events import Event, StreamEvent
-from notifier.hub import Connection, Hub
+from notifier.contract import events
+from notifier.contract.events import Event, StreamEvent
+from notifier.core.hub import Connection, Hub
+from notifier.edge.auth import Principal
 
 ALICE, BOB, ADMIN = "1", "bob-2", "admin-9"
 

@@ -1,4 +1,5 @@
-"""notifier.lean.LeanQueue behaves as asyncio.Queue does where uvicorn and Engine.IO use it."""
+"""notifier.transport.lazy_queue.LazyQueue behaves as asyncio.Queue does where uvicorn and
+Engine.IO use it."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import sys
 
 import pytest
 
-from notifier.lean import LeanQueue
+from notifier.transport.lazy_queue import LazyQueue
 
 
 async def test_items_come_out_in_order_and_empty_raises() -> None:
-    queue: LeanQueue[int] = LeanQueue()
+    queue: LazyQueue[int] = LazyQueue()
     assert queue.empty() and queue.qsize() == 0
     for i in range(5):
         queue.put_nowait(i)
@@ -23,7 +24,7 @@ async def test_items_come_out_in_order_and_empty_raises() -> None:
 
 
 async def test_get_waits_for_a_put_and_getters_are_served_in_turn() -> None:
-    queue: LeanQueue[str] = LeanQueue()
+    queue: LazyQueue[str] = LazyQueue()
     first = asyncio.ensure_future(queue.get())
     second = asyncio.ensure_future(queue.get())
     await asyncio.sleep(0)
@@ -35,7 +36,7 @@ async def test_get_waits_for_a_put_and_getters_are_served_in_turn() -> None:
 
 
 async def test_a_cancelled_getter_takes_nothing_and_passes_its_turn_on() -> None:
-    queue: LeanQueue[str] = LeanQueue()
+    queue: LazyQueue[str] = LazyQueue()
     cancelled = asyncio.ensure_future(queue.get())
     waiting = asyncio.ensure_future(queue.get())
     await asyncio.sleep(0)
@@ -46,7 +47,7 @@ async def test_a_cancelled_getter_takes_nothing_and_passes_its_turn_on() -> None
 
 
 async def test_a_timed_out_get_leaves_the_queue_usable() -> None:
-    queue: LeanQueue[int] = LeanQueue()
+    queue: LazyQueue[int] = LazyQueue()
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.01):
             await queue.get()
@@ -55,7 +56,7 @@ async def test_a_timed_out_get_leaves_the_queue_usable() -> None:
 
 
 async def test_join_waits_until_every_item_is_done() -> None:
-    queue: LeanQueue[int] = LeanQueue()
+    queue: LazyQueue[int] = LazyQueue()
     await asyncio.wait_for(queue.join(), 1)  # nothing unfinished
     queue.put_nowait(1)
     queue.put_nowait(2)
@@ -72,9 +73,9 @@ async def test_join_waits_until_every_item_is_done() -> None:
 
 
 def test_an_empty_queue_holds_less_than_asyncio_queue() -> None:
-    lean: LeanQueue[int] = LeanQueue()
+    lean: LazyQueue[int] = LazyQueue()
     lean.put_nowait(1)
     lean.get_nowait()  # used and emptied: back to holding nothing
     assert sys.getsizeof(lean) + sys.getsizeof(lean._items) < 200
     with pytest.raises(ValueError):
-        LeanQueue(maxsize=10)
+        LazyQueue(maxsize=10)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from notifier.limits import RateLimiter, UserRateLimits, Verdict
+from notifier.edge.limits import RateLimiter, UserRateLimits, Verdict
 
 
 def test_burst_then_limited_then_refilled() -> None:

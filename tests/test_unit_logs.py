@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from notifier.auth import mint_token
-from notifier.logs import (
+from notifier.edge.auth import mint_token
+from notifier.observability.logs import (
     JsonFormatter,
     RedactingFilter,
     TextFormatter,
@@ -107,12 +107,12 @@ def test_formatters_scrub_tracebacks(formatter: logging.Formatter) -> None:
 
 
 def test_per_module_levels_are_parsed_and_applied() -> None:
-    assert parse_levels("notifier.hub=debug, workers=INFO") == {
-        "notifier.hub": "DEBUG",
+    assert parse_levels("notifier.core.hub=debug, workers=INFO") == {
+        "notifier.core.hub": "DEBUG",
         "workers": "INFO",
     }
-    config = logging_config("INFO", "json", "notifier.hub=DEBUG")
-    assert config["loggers"]["notifier.hub"] == {"level": "DEBUG"}
+    config = logging_config("INFO", "json", "notifier.core.hub=DEBUG")
+    assert config["loggers"]["notifier.core.hub"] == {"level": "DEBUG"}
     assert config["handlers"]["default"]["formatter"] == "json"
 
 

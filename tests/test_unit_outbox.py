@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from notifier.outbox import SLOW_CONSUMER, Outbox
+from notifier.core.outbox import SLOW_CONSUMER, Outbox
 
 
 def progress(job: str, value: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from notifier.events import Event, status_update
+from notifier.contract.events import Event, status_update
 from workers.tracking import EtaEstimator, Run, Runs, owner_from
 
 # --- EtaEstimator

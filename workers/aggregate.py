@@ -20,8 +20,8 @@ from typing import Any
 
 import redis
 
-from notifier import keys
-from notifier.events import (
+from notifier.contract import keys
+from notifier.contract.events import (
     PROCESSING,
     STARTED,
     Event,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from notifier.settings import get_settings
+from notifier.contract.settings import get_settings
 from workers.install import install
 
 settings = get_settings()

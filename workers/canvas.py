@@ -24,8 +24,8 @@ from celery.canvas import Signature, _chain, _chord, chunks, group, maybe_signat
 from celery.result import AsyncResult
 from celery.utils import uuid
 
-from notifier import keys
-from notifier.events import (
+from notifier.contract import keys
+from notifier.contract.events import (
     QUEUED,
     job_error,
     status_update,

@@ -19,7 +19,7 @@ from typing import Any
 from celery import current_task
 from celery.backends.base import DisabledBackend
 
-from notifier.events import PROCESSING, Event, clamp_progress, status_update
+from notifier.contract.events import PROCESSING, Event, clamp_progress, status_update
 from workers.tracking import RUNS, Run
 
 log = logging.getLogger(__name__)

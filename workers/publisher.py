@@ -19,10 +19,10 @@ from typing import TypeVar
 
 import redis
 
-from notifier import keys
-from notifier.bus import publish_sync, sync_client
-from notifier.events import Event, now_ms
-from notifier.settings import Settings, get_settings
+from notifier.contract import keys
+from notifier.contract.events import Event, now_ms
+from notifier.contract.settings import Settings, get_settings
+from notifier.core.bus import publish_sync, sync_client
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from billiard.exceptions import WorkerLostError as BilliardWorkerLostError
 from celery.exceptions import Reject, TimeLimitExceeded, WorkerLostError
 
-from notifier.events import (
+from notifier.contract.events import (
     CANCELLED,
     QUEUED,
     STARTED,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from notifier.events import Event
+from notifier.contract.events import Event
 
 #: The task headers that carry the owner and the job id (a canvas's members share one).
 HEADER_USER = "jobcast_user_id"

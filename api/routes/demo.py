@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.cli import TokenError, dev_token
 from api.errors import ApiError
-from notifier.settings import Settings
+from notifier.contract.settings import Settings
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 #: Where ``npm ci`` (``make web``) puts socket.io-client: the repository root (the parent of

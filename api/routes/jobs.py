@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import CurrentUser, Redis
 from api.errors import ApiError
-from notifier import bus, store
-from notifier.auth import Principal
-from notifier.events import CANCELLED, parse_event_id, status_update
+from notifier.contract.events import CANCELLED, parse_event_id, status_update
+from notifier.core import bus, store
+from notifier.edge.auth import Principal
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 

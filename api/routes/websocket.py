@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import AdminUser, CurrentUser, Redis
 from api.errors import ApiError
-from notifier import bus, stats
-from notifier.events import Event, maintenance_notification, system_notification
+from notifier.contract.events import Event, maintenance_notification, system_notification
+from notifier.core import bus, stats
 
 router = APIRouter(prefix="/api/v1/websocket", tags=["websocket"])
 

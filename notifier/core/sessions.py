@@ -11,9 +11,9 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from notifier.events import now_ms
-from notifier.hub import Connection
-from notifier.outbox import CLOSE_AUTH
+from notifier.contract.events import now_ms
+from notifier.core.hub import Connection
+from notifier.core.outbox import CLOSE_AUTH
 
 SESSION_EXPIRED = "session_expired"
 

@@ -1,6 +1,6 @@
 """The native WebSocket adapter (``/ws/job-status-native``): JSON text frames, same protocol.
 
-Like Socket.IO connections, each has an :class:`~notifier.outbox.Outbox`: a slow reader is
+Like Socket.IO connections, each has an :class:`~notifier.core.outbox.Outbox`: a slow reader is
 closed with reason ``slow_consumer`` (code 1008) instead of growing the server's memory.
 """
 
@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from notifier.auth import AuthError, token_from
-from notifier.hub import Connection
-from notifier.outbox import CLOSE_AUTH, CLOSE_POLICY, CLOSE_TOO_MANY, SLOW_CONSUMER, Outbox
-from notifier.protocol import ClientError, decode_text
+from notifier.core.hub import Connection
+from notifier.core.outbox import CLOSE_AUTH, CLOSE_POLICY, CLOSE_TOO_MANY, SLOW_CONSUMER, Outbox
+from notifier.edge.auth import AuthError, token_from
+from notifier.edge.commands import ClientError, decode_text
 
 if TYPE_CHECKING:
-    from notifier.service import Notifier
+    from notifier.core.service import Notifier
 
 log = logging.getLogger(__name__)
 

@@ -25,21 +25,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from notifier import metrics, native, stats
-from notifier.auth import AuthError, Principal, TokenVerifier
-from notifier.bus import StreamReader, async_client
-from notifier.events import StreamEvent, dumps
-from notifier.hub import Connection, Hub
-from notifier.limits import RateLimiter
-from notifier.origins import OriginPolicy
-from notifier.outbox import EncodeCache
-from notifier.presence import Presence
-from notifier.protocol import Protocol, welcome
-from notifier.reaper import Reaper
-from notifier.recovery import Recovery, Replay
-from notifier.sessions import Sessions
-from notifier.settings import Settings, get_settings
-from notifier.sio import SOCKETIO_PATH, create_server
+from notifier.adapters import native
+from notifier.adapters.sio import SOCKETIO_PATH, create_server
+from notifier.contract.events import StreamEvent, dumps
+from notifier.contract.settings import Settings, get_settings
+from notifier.core import stats
+from notifier.core.bus import StreamReader, async_client
+from notifier.core.hub import Connection, Hub
+from notifier.core.outbox import EncodeCache
+from notifier.core.presence import Presence
+from notifier.core.reaper import Reaper
+from notifier.core.recovery import Recovery, Replay
+from notifier.core.sessions import Sessions
+from notifier.edge.auth import AuthError, Principal, TokenVerifier
+from notifier.edge.commands import Commands, welcome
+from notifier.edge.limits import RateLimiter
+from notifier.edge.origins import OriginPolicy
+from notifier.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ class Notifier:
         self.sio = create_server(self)
         self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._redis: aioredis.Redis | None = None
-        self._protocol: Protocol | None = None
+        self._protocol: Commands | None = None
         self._presence: Presence | None = None
         self._recovery: Recovery | None = None
         self.reader: StreamReader | None = None
@@ -74,7 +76,7 @@ class Notifier:
         return self._redis
 
     @property
-    def protocol(self) -> Protocol:
+    def protocol(self) -> Commands:
         if self._protocol is None:
             raise RuntimeError("the notifier is not started (lifespan not entered)")
         return self._protocol
@@ -223,7 +225,7 @@ class Notifier:
             retention_seconds=settings.retention_seconds,
             inbox_max=settings.inbox_max_events,
         )
-        self._protocol = Protocol(
+        self._protocol = Commands(
             self.hub, self._redis, settings, self._presence, self.verifier, self.sessions
         )
         self.reader = StreamReader(self._redis, self._on_events, batch=settings.read_batch)

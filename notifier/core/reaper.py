@@ -16,10 +16,10 @@ import time
 import redis
 import redis.asyncio as aioredis
 
-from notifier import keys
-from notifier.bus import publish, text
-from notifier.events import job_error, now_ms
-from notifier.settings import Settings
+from notifier.contract import keys
+from notifier.contract.events import job_error, now_ms
+from notifier.contract.settings import Settings
+from notifier.core.bus import publish, text
 
 log = logging.getLogger(__name__)
 

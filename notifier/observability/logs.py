@@ -76,7 +76,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def parse_levels(spec: str) -> dict[str, str]:
-    """``"notifier.hub=DEBUG,workers=INFO"`` as ``{logger: level}``."""
+    """``"notifier.core.hub=DEBUG,workers=INFO"`` as ``{logger: level}``."""
     levels: dict[str, str] = {}
     for item in spec.split(","):
         name, sep, level = item.strip().partition("=")

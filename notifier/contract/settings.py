@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     demo: bool = False
     log_level: str = "INFO"
     log_format: str = "text"
-    #: Per-module levels, e.g. ``notifier.hub=DEBUG,workers=DEBUG``.
+    #: Per-module levels, e.g. ``notifier.core.hub=DEBUG,workers=DEBUG``.
     log_levels: str = ""
 
     # --- limits

@@ -12,9 +12,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from notifier import keys
-from notifier.bus import text
-from notifier.presence import live_connections
+from notifier.contract import keys
+from notifier.core.bus import text
+from notifier.core.presence import live_connections
 
 TRANSPORTS = ("websocket", "polling", "native")
 FIGURES = ("activeConnections", "activeJobSubscriptions", "activeChannelSubscriptions")

@@ -13,9 +13,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from notifier.auth import Principal
-from notifier.events import StreamEvent, parse_event_id
-from notifier.limits import RateLimiter
+from notifier.contract.events import StreamEvent, parse_event_id
+from notifier.edge.auth import Principal
+from notifier.edge.limits import RateLimiter
 
 log = logging.getLogger(__name__)
 

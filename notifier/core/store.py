@@ -9,9 +9,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from notifier import keys
-from notifier.bus import stream_events, text
-from notifier.events import JOB_STATUS_UPDATE, TERMINAL_STATES, parse_event_id
+from notifier.contract import keys
+from notifier.contract.events import JOB_STATUS_UPDATE, TERMINAL_STATES, parse_event_id
+from notifier.core.bus import stream_events, text
 
 
 @dataclass(frozen=True, slots=True)

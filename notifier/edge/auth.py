@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 
 import jwt
 
-from notifier.settings import Settings
+from notifier.contract.settings import Settings
 
 ADMIN_ROLES = frozenset({"ADMIN", "ROLE_ADMIN"})
 

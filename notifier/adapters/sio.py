@@ -17,16 +17,16 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from notifier import eager
-from notifier.auth import AuthError, token_from
-from notifier.events import dumps
-from notifier.hub import Connection
-from notifier.lean import LeanQueue
-from notifier.outbox import SLOW_CONSUMER, EncodeCache, Outbox
-from notifier.serve import WRITE_FRAME, WriteFrame, text_frame
+from notifier.contract.events import dumps
+from notifier.core.hub import Connection
+from notifier.core.outbox import SLOW_CONSUMER, EncodeCache, Outbox
+from notifier.edge.auth import AuthError, token_from
+from notifier.transport import inline as eager
+from notifier.transport.lazy_queue import LazyQueue
+from notifier.transport.serve import WRITE_FRAME, WriteFrame, text_frame
 
 if TYPE_CHECKING:
-    from notifier.service import Notifier
+    from notifier.core.service import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ class _Socket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
     of sessions wakes thousands of writer tasks. Here, on a WebSocket:
 
     - a packet is written by the call that sends it (:meth:`push`; the server's ``send`` is
-      run eagerly, :mod:`notifier.eager`); only if that write has to wait (flow control) do
+      run eagerly, :mod:`notifier.transport.inline`); only if that write has to wait (flow
+      control) do
       later packets queue, behind it, for a task that exists until they are written;
     - the reader is the connection's own ASGI task, under one deadline that each received
       frame moves (a silent peer is dropped after ping interval + ping timeout, as
@@ -255,8 +256,10 @@ class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
       thousands of idle connections, most of the server's idle CPU.
     """
 
-    def create_queue(self, *args: Any, **kwargs: Any) -> LeanQueue[Any]:
-        return LeanQueue()  # a session's packets: empty but for moments (notifier.lean)
+    def create_queue(self, *args: Any, **kwargs: Any) -> LazyQueue[Any]:
+        return (
+            LazyQueue()
+        )  # a session's packets: empty but for moments (notifier.transport.lazy_queue)
 
     async def disconnect(self, sid: str | None = None) -> None:
         if sid is None:
@@ -359,7 +362,7 @@ class _Server(socketio.AsyncServer):  # type: ignore[misc]
 
 class _Message(eio_packet.Packet):  # type: ignore[misc]
     """An Engine.IO MESSAGE encoded once for all its recipients: as text (polling, any
-    WebSocket) and as a WebSocket frame (:data:`notifier.serve.WRITE_FRAME`)."""
+    WebSocket) and as a WebSocket frame (:data:`notifier.transport.serve.WRITE_FRAME`)."""
 
     def __init__(self, data: str) -> None:
         super().__init__(eio_packet.MESSAGE, data)

@@ -16,9 +16,9 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import InvalidState
 from websockets.protocol import Protocol, State
 
-from notifier.lean import LeanQueue
-from notifier.logs import configure, logging_config
-from notifier.settings import get_settings
+from notifier.contract.settings import get_settings
+from notifier.observability.logs import configure, logging_config
+from notifier.transport.lazy_queue import LazyQueue
 
 #: ASGI scope extension: ``write_frame(frame: bytes) -> bool`` writes a serialised WebSocket
 #: frame (:func:`text_frame`) now and says True, or says False (not open, or the transport
@@ -90,7 +90,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     - It does not keep the handshake's request and response once the connection is open
       (websockets' handshake parser holds the request to the end: it is replaced by the
       frame parser it would go on with), and its queue of received messages is a
-      :class:`~notifier.lean.LeanQueue`: about 5 KiB less per idle connection.
+      :class:`~notifier.transport.lazy_queue.LazyQueue`: about 5 KiB less per idle connection.
     - Frames sent in one turn of the event loop leave in one ``transport.write`` (one
       system call) instead of one each: websockets keeps the frames until
       ``data_to_send()``, which :class:`_Flusher` calls at the end of the turn. Any other
@@ -111,7 +111,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.queue = LeanQueue()  # type: ignore[assignment]
+        self.queue = LazyQueue()  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

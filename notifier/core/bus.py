@@ -21,9 +21,9 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from notifier import keys
-from notifier.events import Event, StreamEvent, dumps, now_ms
-from notifier.settings import Settings
+from notifier.contract import keys
+from notifier.contract.events import Event, StreamEvent, dumps, now_ms
+from notifier.contract.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from notifier import keys
-from notifier.bus import stream_events, text
-from notifier.events import StreamEvent, now_ms, parse_event_id
+from notifier.contract import keys
+from notifier.contract.events import StreamEvent, now_ms, parse_event_id
+from notifier.core.bus import stream_events, text
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import time
 
 import redis.asyncio as aioredis
 
-from notifier import keys
-from notifier.bus import text
-from notifier.events import parse_event_id
+from notifier.contract import keys
+from notifier.contract.events import parse_event_id
+from notifier.core.bus import text
 
 #: Prunes the entries of dead instances. KEYS: 1 user's connections, 2 instances;
 #: ARGV: 1 now ms. Leaves ``live`` = the remaining members.

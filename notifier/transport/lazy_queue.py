@@ -4,7 +4,7 @@ Every WebSocket connection has two queues that are empty nearly all the time: uv
 queue of received messages and python-engineio's queue of packets to send. An
 ``asyncio.Queue`` allocates four deques up front (items, getters, putters, its
 ``Event``'s waiters), about 2.3 KiB, so the two cost more per idle connection than all of
-jobcast's own state. :class:`LeanQueue` is the part of ``asyncio.Queue`` that uvicorn and
+jobcast's own state. :class:`LazyQueue` is the part of ``asyncio.Queue`` that uvicorn and
 python-engineio use (unbounded; ``put``/``put_nowait``, ``get``/``get_nowait``, ``empty``,
 ``qsize``, ``task_done``, ``join``), with the same semantics, holding nothing while empty.
 """
@@ -19,12 +19,12 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
-class LeanQueue(Generic[T]):
+class LazyQueue(Generic[T]):
     __slots__ = ("_getters", "_items", "_joiners", "_unfinished")
 
     def __init__(self, maxsize: int = 0) -> None:
         if maxsize:
-            raise ValueError("LeanQueue is unbounded")
+            raise ValueError("LazyQueue is unbounded")
         self._items: deque[T] | None = None  # only while something is queued
         self._getters: list[asyncio.Future[None]] | None = None
         self._unfinished = 0
@@ -105,4 +105,4 @@ class LeanQueue(Generic[T]):
             self._getters = None
 
     def __repr__(self) -> str:
-        return f"<LeanQueue size={self.qsize()} unfinished={self._unfinished}>"
+        return f"<LazyQueue size={self.qsize()} unfinished={self._unfinished}>"

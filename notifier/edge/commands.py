@@ -9,15 +9,16 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from notifier import metrics, store
-from notifier.auth import AuthError, Principal, TokenVerifier
-from notifier.events import CHANNELS, now_ms, parse_event_id
-from notifier.hub import Connection, Hub
-from notifier.limits import Verdict
-from notifier.outbox import CLOSE_POLICY, CLOSE_TOO_BIG
-from notifier.presence import Presence
-from notifier.sessions import Sessions
-from notifier.settings import Settings
+from notifier.contract.events import CHANNELS, now_ms, parse_event_id
+from notifier.contract.settings import Settings
+from notifier.core import store
+from notifier.core.hub import Connection, Hub
+from notifier.core.outbox import CLOSE_POLICY, CLOSE_TOO_BIG
+from notifier.core.presence import Presence
+from notifier.core.sessions import Sessions
+from notifier.edge.auth import AuthError, Principal, TokenVerifier
+from notifier.edge.limits import Verdict
+from notifier.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def _encodable(value: str) -> bool:
 Handler = Callable[[Connection, dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
 
-class Protocol:
+class Commands:
     def __init__(
         self,
         hub: Hub,
