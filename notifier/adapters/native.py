@@ -10,24 +10,20 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from notifier.core.hub import Connection
 from notifier.core.outbox import CLOSE_AUTH, CLOSE_POLICY, CLOSE_TOO_MANY, SLOW_CONSUMER, Outbox
+from notifier.core.port import NotifierPort
 from notifier.edge.auth import AuthError, token_from
 from notifier.edge.commands import ClientError, decode_text
 
-if TYPE_CHECKING:
-    from notifier.core.service import Notifier
-
 log = logging.getLogger(__name__)
 
-NATIVE_PATH = "/ws/job-status-native"
 
-
-async def endpoint(ws: WebSocket, notifier: Notifier) -> None:
+async def endpoint(ws: WebSocket, notifier: NotifierPort) -> None:
     settings = notifier.settings
     origin = ws.headers.get("origin")
     scheme = "https" if ws.url.scheme == "wss" else "http"
@@ -74,7 +70,7 @@ async def endpoint(ws: WebSocket, notifier: Notifier) -> None:
 async def _read_loop(
     ws: WebSocket,
     conn: Connection,
-    notifier: Notifier,
+    notifier: NotifierPort,
     closed: asyncio.Future[None],
 ) -> None:
     """Reads the client's messages until it leaves or the outbox has closed (``closed``)."""
@@ -93,16 +89,16 @@ async def _read_loop(
             if raw is None:
                 raw = frame.get("bytes") or b""
             if len(raw.encode() if isinstance(raw, str) else raw) > limit:  # bytes, not chars
-                await notifier.protocol.too_large(conn)
+                await notifier.commands.too_large(conn)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(asyncio.shield(closed), timeout=5)
                 return
             try:
                 msg = decode_text(raw)
             except ClientError as exc:
-                await notifier.protocol.reject(conn, exc.code, exc.message)
+                await notifier.commands.reject(conn, exc.code, exc.message)
             else:
-                await notifier.protocol.handle(conn, msg)
+                await notifier.commands.handle(conn, msg)
             receive = asyncio.ensure_future(ws.receive())
     except WebSocketDisconnect:
         return

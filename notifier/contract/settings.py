@@ -51,6 +51,9 @@ class Settings(BaseSettings):
         "http://localhost:5173",
     ]
     heartbeat_seconds: float = 30.0
+    #: jobcast's own WebSocket write path (notifier/transport); false serves through the
+    #: libraries' stock path, as does a failed start-up compat check.
+    fast_transport: bool = True
     demo: bool = False
     log_level: str = "INFO"
     log_format: str = "text"

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -47,30 +47,6 @@ def _progress_job(message: dict[str, Any]) -> str | None:
         job = message.get("jobId")
         return job if isinstance(job, str) else None
     return None
-
-
-class EncodeCache(Generic[T]):
-    """Encodes a message once for all its recipients of one transport.
-
-    The hub hands the same message object to every recipient of an event; writers look
-    the encoding up by identity. Entries keep their message alive, so an id is never
-    reused while cached; the oldest go first.
-    """
-
-    def __init__(self, encode: Callable[[dict[str, Any]], T], size: int = 64) -> None:
-        self._encode = encode
-        self._size = size
-        self._entries: OrderedDict[int, tuple[dict[str, Any], T]] = OrderedDict()
-
-    def __call__(self, message: dict[str, Any]) -> T:
-        entry = self._entries.get(id(message))
-        if entry is not None and entry[0] is message:
-            return entry[1]
-        encoded = self._encode(message)
-        self._entries[id(message)] = (message, encoded)
-        if len(self._entries) > self._size:
-            self._entries.popitem(last=False)
-        return encoded
 
 
 class _Item:

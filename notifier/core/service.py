@@ -1,4 +1,4 @@
-"""The notifier: settings, Redis, hub, protocol, Socket.IO and the stream reader, wired once.
+"""The notifier: settings, Redis, hub, client commands, Socket.IO and the stream reader, wired once.
 
 Both ASGI entry points (``notifier.app:app`` alone, ``api.app:app`` composed with the REST
 API) build one :class:`Notifier` and mount its routes and lifespan.
@@ -19,20 +19,19 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-import socketio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from notifier.adapters import native
-from notifier.adapters.sio import SOCKETIO_PATH, create_server
+from notifier.adapters.sio import create_server
+from notifier.contract.endpoints import NATIVE_PATH
 from notifier.contract.events import StreamEvent, dumps
 from notifier.contract.settings import Settings, get_settings
 from notifier.core import stats
 from notifier.core.bus import StreamReader, async_client
 from notifier.core.hub import Connection, Hub
-from notifier.core.outbox import EncodeCache
 from notifier.core.presence import Presence
 from notifier.core.reaper import Reaper
 from notifier.core.recovery import Recovery, Replay
@@ -42,6 +41,7 @@ from notifier.edge.commands import Commands, welcome
 from notifier.edge.limits import RateLimiter
 from notifier.edge.origins import OriginPolicy
 from notifier.observability import metrics
+from notifier.transport.frames import EncodeCache
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,11 @@ class Notifier:
         self.sessions = Sessions(self.settings.session_warning_seconds)
         #: Native frames, encoded once per event for every native recipient.
         self.native_frames = EncodeCache(dumps)
-        self.sio = create_server(self)
+        self.socket_server = create_server(self)
+        metrics.TRANSPORT.info({"path": self.socket_server.path})
         self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._redis: aioredis.Redis | None = None
-        self._protocol: Commands | None = None
+        self._commands: Commands | None = None
         self._presence: Presence | None = None
         self._recovery: Recovery | None = None
         self.reader: StreamReader | None = None
@@ -76,10 +77,10 @@ class Notifier:
         return self._redis
 
     @property
-    def protocol(self) -> Commands:
-        if self._protocol is None:
+    def commands(self) -> Commands:
+        if self._commands is None:
             raise RuntimeError("the notifier is not started (lifespan not entered)")
-        return self._protocol
+        return self._commands
 
     @property
     def presence(self) -> Presence:
@@ -225,7 +226,7 @@ class Notifier:
             retention_seconds=settings.retention_seconds,
             inbox_max=settings.inbox_max_events,
         )
-        self._protocol = Commands(
+        self._commands = Commands(
             self.hub, self._redis, settings, self._presence, self.verifier, self.sessions
         )
         self.reader = StreamReader(self._redis, self._on_events, batch=settings.read_batch)
@@ -239,7 +240,11 @@ class Notifier:
         _tune_gc(settings.gc_threshold)
         with contextlib.suppress(Exception):  # before any connection: its lease must exist
             await self._publish_instance(frozenset())
-        log.info("notifier started", extra={"instance": self.instance_id})
+        log.info(
+            "notifier started transport=%s",
+            self.socket_server.path,
+            extra={"instance": self.instance_id, "transport_path": self.socket_server.path},
+        )
         try:
             yield
         finally:
@@ -280,14 +285,14 @@ class Notifier:
             )
 
         return [
-            WebSocketRoute(native.NATIVE_PATH, native_ws),
+            WebSocketRoute(NATIVE_PATH, native_ws),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ]
 
-    def asgi(self, other_app: Any) -> socketio.ASGIApp:
+    def asgi(self, other_app: Any) -> Any:
         """Socket.IO at ``/ws/job-status``; everything else goes to ``other_app``."""
-        return socketio.ASGIApp(self.sio, other_asgi_app=other_app, socketio_path=SOCKETIO_PATH)
+        return self.socket_server.asgi(other_app)
 
 
 def _tune_gc(threshold: int) -> None:

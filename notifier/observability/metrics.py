@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -24,6 +31,12 @@ DELIVERY_DELAY = Histogram(
 READER_LAG = Gauge(
     "jobcast_reader_lag_entries",
     "Stream entries between the event stream's head and this instance's last id (capped)",
+)
+
+TRANSPORT = Info(
+    "jobcast_transport",
+    "The transport path this process serves through: fast (jobcast's own write path) or "
+    "stock (the libraries as released)",
 )
 
 

@@ -3,211 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import struct
-import weakref
-from collections.abc import Callable
 from typing import Any
 
 import uvicorn
-from uvicorn._types import ASGISendEvent
-from uvicorn.protocols.utils import ClientDisconnected
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.exceptions import InvalidState
-from websockets.protocol import Protocol, State
 
-from notifier.contract.settings import get_settings
+from notifier.contract.settings import Settings, get_settings
 from notifier.observability.logs import configure, logging_config
-from notifier.transport.lazy_queue import LazyQueue
+from notifier.transport import compat
 
-#: ASGI scope extension: ``write_frame(frame: bytes) -> bool`` writes a serialised WebSocket
-#: frame (:func:`text_frame`) now and says True, or says False (not open, or the transport
-#: is paused: use the ASGI ``send``, which waits). Offered by :class:`WebSocketProtocol`.
-WRITE_FRAME = "jobcast.websocket.write_frame"
-WriteFrame = Callable[[bytes], bool]
+#: uvicorn's own WebSocket implementation on the stock path (the one the fast path extends).
+STOCK_WEBSOCKET = "websockets-sansio"
 
 
-def text_frame(text: str) -> bytes:
-    """A server's (unmasked, unfragmented, uncompressed) WebSocket text frame of ``text``
-    (RFC 6455 section 5.2): the same bytes for every connection it goes to."""
-    data = text.encode()
-    length = len(data)
-    if length < 126:
-        return struct.pack("!BB", 0x81, length) + data
-    if length < 65536:
-        return struct.pack("!BBH", 0x81, 126, length) + data
-    return struct.pack("!BBQ", 0x81, 127, length) + data
+def websocket_protocol(settings: Settings) -> Any:
+    """uvicorn's ``ws`` option: jobcast's protocol on the fast path, uvicorn's own otherwise."""
+    if compat.choose(settings.fast_transport) == compat.FAST:
+        from notifier.transport.uvicorn_fast import FastWebSocketProtocol
 
-
-#: Connections with frames waiting after which they are written without waiting for the
-#: end of the loop turn.
-FLUSH_BATCH = 256
-
-
-class _Flusher:
-    """The connections of one event loop with frames waiting, written in one pass at the
-    end of the loop turn (or once :data:`FLUSH_BATCH` wait), so that a connection's
-    frames of one turn leave in one system call."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._waiting: list[WebSocketProtocol] = []
-        self._scheduled = False
-        #: The frame last given to a connection: the same one again is a fan-out.
-        self.last_frame: bytes | None = None
-
-    def add(self, protocol: WebSocketProtocol) -> None:
-        self._waiting.append(protocol)
-        if len(self._waiting) >= FLUSH_BATCH:
-            self.flush()
-        elif not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._end_of_turn)
-
-    def _end_of_turn(self) -> None:
-        self._scheduled = False
-        self.last_frame = None
-        self.flush()
-
-    def flush(self) -> None:
-        waiting, self._waiting = self._waiting, []
-        for protocol in waiting:
-            protocol.flush()
-
-
-_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol, with these changes.
-
-    - It answers the handshakes websockets refuses: for a request line or header over its
-      limits (8 KiB) websockets queues a 414/431 response, but uvicorn 0.54 writes a
-      rejected handshake's response only once a request was parsed, so the client would be
-      held, unanswered, until it gives up.
-    - It does not keep the handshake's request and response once the connection is open
-      (websockets' handshake parser holds the request to the end: it is replaced by the
-      frame parser it would go on with), and its queue of received messages is a
-      :class:`~notifier.transport.lazy_queue.LazyQueue`: about 5 KiB less per idle connection.
-    - Frames sent in one turn of the event loop leave in one ``transport.write`` (one
-      system call) instead of one each: websockets keeps the frames until
-      ``data_to_send()``, which :class:`_Flusher` calls at the end of the turn. Any other
-      write of the connection (a close, a pong) takes them first, in order. Flow control
-      is unchanged: while the transport is paused, sends go through uvicorn's own path,
-      which waits.
-    - It offers the application a frame already serialised (:data:`WRITE_FRAME` in the
-      scope's extensions): a message to thousands of connections is framed once, not once
-      per connection, and written without a coroutine (at once to each connection with
-      nothing waiting, so that the first recipients have it while the rest are served).
-      The frame joins websockets' own output in order, so what it writes and what
-      ``send`` writes never interleave. Used only while the connection is open and not
-      paused; otherwise the caller sends.
-    """
-
-    _flush_scheduled = False  # in its loop's _Flusher
-    _flusher: _Flusher | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.queue = LazyQueue()  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if (
-            not self.handshake_initiated
-            and self.conn.handshake_exc is not None
-            and not self.transport.is_closing()
-        ):
-            self.transport.write(b"".join(self.conn.data_to_send()))
-            self.transport.close()
-
-    async def run_asgi(self) -> None:
-        if isinstance(getattr(self.conn, "writes", None), list):  # websockets' output buffer
-            extensions: dict[str, Any] = self.scope["extensions"]
-            extensions[WRITE_FRAME] = self.write_frame
-        await super().run_asgi()
-
-    def _drop_handshake_parser(self) -> None:
-        # websockets' ServerProtocol.parse reads the request, then goes on as the frame
-        # parser (``yield from Protocol.parse``) with the request still a local of its
-        # frame. Start that frame parser afresh instead, unless bytes of a frame already
-        # arrived (a client may not send before the 101 answer; then nothing is changed).
-        # Guarded so that a websockets release laid out differently keeps its own parser.
-        conn = self.conn
-        buffer = getattr(getattr(conn, "reader", None), "buffer", None)
-        if conn.state is State.OPEN and isinstance(buffer, bytearray) and not buffer:
-            parser = Protocol.parse(conn)
-            next(parser)
-            conn.parser = parser
-
-    def write_frame(self, frame: bytes) -> bool:
-        if (
-            not self.handshake_complete
-            or self.close_sent
-            or self.disconnected
-            or self.initial_response is not None
-            or not self.writable.is_set()
-            or self.conn.state is not State.OPEN
-        ):
-            return False
-        flusher = self._flusher or self._own_flusher()
-        if frame is flusher.last_frame and not self._flush_scheduled and not self.conn.writes:
-            # A fan-out (the frame the previous connection got), and nothing of this
-            # connection waits: written now, so the first recipients have it while the
-            # rest are still being served (there is nothing to gather it with).
-            if not self.transport.is_closing():
-                self.transport.write(frame)
-            return True
-        flusher.last_frame = frame
-        self.conn.writes.append(frame)
-        self._flush_later()
-        return True
-
-    async def send(self, message: ASGISendEvent) -> None:
-        if (
-            message["type"] != "websocket.send"
-            or not self.handshake_complete
-            or self.close_sent
-            or self.disconnected
-            or self.initial_response is not None
-            or not self.writable.is_set()
-        ):
-            await super().send(message)
-            if message["type"] == "websocket.accept" and self.handshake_complete:
-                # The handshake's request and response (two header maps) are not read
-                # again; the ASGI scope keeps the headers the app needs.
-                del self.request, self.response
-                self._drop_handshake_parser()
-            return
-        text, data = message.get("text"), message.get("bytes")
-        try:
-            if data is not None:
-                self.conn.send_binary(data)
-            elif text is not None:
-                self.conn.send_text(text.encode())
-        except InvalidState:
-            raise ClientDisconnected() from None
-        self._flush_later()
-
-    def _own_flusher(self) -> _Flusher:
-        flusher = _flushers.get(self.loop)
-        if flusher is None:
-            flusher = _flushers[self.loop] = _Flusher(self.loop)
-        self._flusher = flusher
-        return flusher
-
-    def _flush_later(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            (self._flusher or self._own_flusher()).add(self)
-
-    def flush(self) -> None:
-        self._flush_scheduled = False
-        output = self.conn.data_to_send()
-        if output and not self.transport.is_closing():
-            self.transport.write(b"".join(output))
+        return FastWebSocketProtocol
+    return STOCK_WEBSOCKET
 
 
 def main(default_app: str, argv: list[str] | None = None) -> None:
@@ -225,7 +39,7 @@ def main(default_app: str, argv: list[str] | None = None) -> None:
         log_config=logging_config(settings.log_level, settings.log_format, settings.log_levels),
         # The server's own WebSocket frame limit, aligned with Engine.IO's
         # max_http_buffer_size (uvicorn would read up to 16 MiB first).
-        ws=WebSocketProtocol,
+        ws=websocket_protocol(settings),
         ws_max_size=settings.max_frame_bytes,
         ws_per_message_deflate=False,
         # WebSocket-level pings for every WebSocket (the native endpoint's heartbeat).
