@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import TIMEOUT, Tokens, bearer, refused_sio
+from tests.support.helpers import TIMEOUT, Tokens, bearer, refused_sio
 
 pytestmark = pytest.mark.integration
 

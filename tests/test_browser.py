@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from notifier.contract import keys
-from tests.browser_helpers import (
+from tests.support.browser_helpers import (
     ARTIFACTS,
     NODE_MODULES,
     Browser,
@@ -28,8 +28,10 @@ from tests.browser_helpers import (
     require_browser_tools,
     running_demo_server,
 )
-from tests.conftest import REPO, Server, wait_until
-from tests.helpers import Tokens, bearer
+from tests.support.env import REPO
+from tests.support.helpers import Tokens, bearer
+from tests.support.processes import Server
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -134,7 +136,7 @@ def wait_transport_on_server(http: httpx.Client, admin: str, transport: str) -> 
         seen = answer.json().get("data", {})
         return int(seen.get("connectionsByTransport", {}).get(transport, 0)) >= 1
 
-    assert wait_until(counted, timeout=15, interval=0.25), f"no {transport} connection: {seen}"
+    assert wait_until(counted, 15, interval=0.25), f"no {transport} connection: {seen}"
     return seen
 
 
@@ -390,7 +392,7 @@ def test_the_page_survives_a_server_restart(
             )
             assert answer.status_code == 200, answer.text
         finished = wait_until(
-            lambda: redis_client.hget(keys.job(job_id), "state") == "completed", timeout=40
+            lambda: redis_client.hget(keys.job(job_id), "state") == "completed", 40
         )
         assert finished, "the job did not complete while the server was down"
         assert page.js(f"{card(job_id)}.dataset.status") != "completed"

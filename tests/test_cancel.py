@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import (
+from tests.support.helpers import (
     bearer,
     is_job_status,
     start_job,

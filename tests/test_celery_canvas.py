@@ -12,8 +12,8 @@ import pytest
 from celery import chain, chord, group
 
 from notifier.contract import keys
-from tests import celery_helpers
-from tests.celery_helpers import (
+from tests.support import celery_helpers
+from tests.support.celery_helpers import (
     assert_monotonic,
     follow,
     history,
@@ -24,8 +24,8 @@ from tests.celery_helpers import (
     submit,
     wait_celery_state,
 )
-from tests.celery_local_app import add, fail, sleepy, steady, total
-from tests.helpers import bearer, is_job_status
+from tests.support.celery_local_app import add, fail, sleepy, steady, total
+from tests.support.helpers import bearer, is_job_status
 
 pytestmark = pytest.mark.integration
 

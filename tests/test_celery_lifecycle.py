@@ -16,8 +16,8 @@ import httpx
 import pytest
 from celery import group
 
-from tests import celery_helpers
-from tests.celery_helpers import (
+from tests.support import celery_helpers
+from tests.support.celery_helpers import (
     assert_monotonic,
     follow,
     history,
@@ -26,7 +26,7 @@ from tests.celery_helpers import (
     submit,
     wait_celery_state,
 )
-from tests.celery_local_app import (
+from tests.support.celery_local_app import (
     app,
     big,
     die,
@@ -38,9 +38,10 @@ from tests.celery_local_app import (
     steady,
     unserialisable,
 )
-from tests.conftest import REPO, START_TIMEOUT, child_env, free_port, log_tail, stop_process
-from tests.conftest import wait_until as wait_until_sync
-from tests.helpers import bearer, is_job_status, is_terminal
+from tests.support.env import REPO, child_env, free_port
+from tests.support.helpers import bearer, is_job_status, is_terminal
+from tests.support.processes import START_TIMEOUT, log_tail, stop_process
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -293,7 +294,7 @@ def flower_server(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -
             return False
 
     try:
-        if not wait_until_sync(ready, timeout=START_TIMEOUT, interval=0.2) or proc.poll():
+        if not wait_until(ready, START_TIMEOUT, interval=0.2) or proc.poll():
             pytest.fail(f"server did not become ready:\n{log_tail(log_path)}")
         yield url
     finally:

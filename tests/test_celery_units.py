@@ -18,8 +18,8 @@ from celery.canvas import _chain
 from notifier.contract import keys
 from notifier.contract.events import result_payload, retrying
 from notifier.core.store import JobState
-from tests.celery_local_app import add, steady, total
-from tests.conftest import REPO, child_env
+from tests.support.celery_local_app import add, steady, total
+from tests.support.env import REPO, child_env
 from workers import aggregate, canvas
 from workers.tracking import HEADER_JOB, HEADER_MEMBER, HEADER_USER, EtaEstimator, Member
 

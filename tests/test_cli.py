@@ -24,8 +24,9 @@ import pytest
 
 from api import cli
 from api.watch import ProgressBar, format_eta, render_bar, report_end
-from tests.conftest import REPO, Server, child_env
-from tests.helpers import Tokens, bearer, start_job
+from tests.support.env import REPO, child_env
+from tests.support.helpers import Tokens, bearer, start_job
+from tests.support.processes import Server
 
 #: Bound for one command (they end much sooner; a hang fails the test clearly).
 COMMAND_TIMEOUT = 60.0

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Recorder, Tokens, is_snapshot, is_type, start_job
+from tests.support.helpers import Recorder, Tokens, is_snapshot, is_type, start_job
 
 pytestmark = pytest.mark.integration
 

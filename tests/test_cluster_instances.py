@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RedisServer, child_env, free_port, running_worker
-from tests.fault_helpers import ServerProc, produce, servers
-from tests.helpers import (
+from tests.support.env import child_env, free_port
+from tests.support.fault_helpers import ServerProc, produce, servers
+from tests.support.helpers import (
     NativeClient,
     SioClient,
     assert_strictly_increasing,
@@ -37,6 +37,7 @@ from tests.helpers import (
     job_events,
     start_job,
 )
+from tests.support.processes import RedisServer, running_worker
 
 pytestmark = pytest.mark.integration
 

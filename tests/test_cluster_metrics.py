@@ -11,9 +11,8 @@ import httpx
 import pytest
 
 from notifier.contract import keys
-from tests.conftest import Server
-from tests.fault_helpers import parse_metrics
-from tests.helpers import (
+from tests.support.fault_helpers import parse_metrics
+from tests.support.helpers import (
     bearer,
     connect_native,
     connect_sio,
@@ -21,6 +20,7 @@ from tests.helpers import (
     refused_sio,
     start_job,
 )
+from tests.support.processes import Server
 
 pytestmark = pytest.mark.integration
 

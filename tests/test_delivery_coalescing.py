@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from notifier.contract.settings import get_settings
-from tests.celery_helpers import SETTLE_SECONDS, submit
-from tests.fault_helpers import fault_worker
-from tests.helpers import assert_strictly_increasing, is_terminal, job_events
+from tests.support.celery_helpers import SETTLE_SECONDS, submit
+from tests.support.fault_helpers import fault_worker
+from tests.support.helpers import assert_strictly_increasing, is_terminal, job_events
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ def kind(event: dict[str, Any]) -> str:
 async def test_report_in_a_tight_loop_is_coalesced(
     hammer_worker: None, http: httpx.AsyncClient, sio_client: Any, tokens: Any
 ) -> None:
-    from tests.fault_celery_app import hammer
+    from tests.support.fault_celery_app import hammer
 
     interval_ms = get_settings().progress_min_interval_ms
     user = "hammer-1"

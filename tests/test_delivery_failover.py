@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from notifier.contract import keys
-from tests.conftest import Server, child_env
-from tests.fault_helpers import (
+from tests.support.env import child_env
+from tests.support.fault_helpers import (
     FailoverProxy,
     History,
     RecordingClient,
@@ -26,8 +26,9 @@ from tests.fault_helpers import (
     finish_producer,
     produce,
     start_producer,
-    wait_async,
 )
+from tests.support.processes import Server
+from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +82,7 @@ async def test_failover_to_the_other_instance(
                 t.last_event_id for t in on_b
             )
 
-        assert await wait_async(midstream, 20), "the stream never got going"
+        assert await wait_until_async(midstream, 20, interval=0.05), "the stream never got going"
         instance_b.kill9()
         proxy.switch(server.port)  # the balancer notices and sends B's clients to A
 
@@ -95,7 +96,7 @@ async def test_failover_to_the_other_instance(
                 set(history.inbox(t.user)) <= {m.get("eventId") for m in t.raw} for t in tabs
             ) and all(len(t.welcomes) >= 2 for t in on_b)
 
-        await wait_async(complete, 30)
+        await wait_until_async(complete, 30, interval=0.05)
         await asyncio.sleep(1.0)  # a bounded chance for duplicates or late extras
 
         for tab in on_a:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from notifier.contract import keys
-from tests.fault_helpers import (
+from tests.support.fault_helpers import (
     History,
     RecordingClient,
     ServerProc,
@@ -25,8 +25,8 @@ from tests.fault_helpers import (
     finish_producer,
     produce,
     start_producer,
-    wait_async,
 )
+from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ async def test_notifier_kill9_and_restart(tmp_path: Path, redis_client: Any, tok
                 c.last_event_id for c in clients
             )
 
-        assert await wait_async(midstream, 20), "the stream never got going"
+        assert await wait_until_async(midstream, 20, interval=0.05), "the stream never got going"
         server.kill9()
         await asyncio.sleep(0.5)  # events keep coming while nothing serves the clients
         await asyncio.to_thread(server.start)  # the same port
@@ -93,7 +93,7 @@ async def test_notifier_kill9_and_restart(tmp_path: Path, redis_client: Any, tok
                 for c in clients
             )
 
-        await wait_async(complete, 40)
+        await wait_until_async(complete, 40, interval=0.05)
         await asyncio.sleep(1.0)  # a bounded chance for duplicates or late extras
 
         for client in clients:

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Server, child_env
-from tests.fault_helpers import ServerProc
-from tests.helpers import (
+from tests.support.env import child_env
+from tests.support.fault_helpers import ServerProc
+from tests.support.helpers import (
     assert_strictly_increasing,
     bearer,
     connect_native,
@@ -25,6 +25,7 @@ from tests.helpers import (
     start_job,
     wait_job_status,
 )
+from tests.support.processes import Server
 
 pytestmark = pytest.mark.integration
 

@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RedisServer, child_env, free_port, running_worker
-from tests.fault_helpers import ServerProc
-from tests.helpers import (
+from tests.support.env import child_env, free_port
+from tests.support.fault_helpers import ServerProc
+from tests.support.helpers import (
     TIMEOUT,
     bearer,
     connect_sio,
@@ -30,6 +30,7 @@ from tests.helpers import (
     is_terminal,
     start_job,
 )
+from tests.support.processes import RedisServer, running_worker
 
 pytestmark = pytest.mark.integration
 

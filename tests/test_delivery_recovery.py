@@ -18,8 +18,7 @@ import pytest
 
 from notifier.contract import keys
 from notifier.contract.events import now_ms
-from tests.conftest import Server
-from tests.fault_helpers import (
+from tests.support.fault_helpers import (
     INBOX_TYPES,
     FailoverProxy,
     History,
@@ -28,9 +27,10 @@ from tests.fault_helpers import (
     finish_producer,
     produce,
     start_producer,
-    wait_async,
 )
-from tests.helpers import connect_native
+from tests.support.helpers import connect_native
+from tests.support.processes import Server
+from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -57,25 +57,27 @@ async def test_sio_connection_drop_resumes_without_gap(
             "run", out, users=[user], jobs=JOBS, prefix="d", steps=STEPS, seconds=3, broadcasts=1
         )
         total = JOBS * (STEPS + 3) + STEPS + 2
-        assert await wait_async(
+        assert await wait_until_async(
             lambda: redis_client.xlen(keys.EVENTS) >= total * 0.4 and bool(client.last_event_id),
             20,
+            interval=0.05,
         )
         # The network drops until the client notices (polling: when a request fails; it
         # may take up to Engine.IO's ping interval + timeout); then the helper reconnects
         # with its lastEventId.
         proxy.down()
-        noticed = await wait_async(lambda: not client._sio.connected, 30)
+        noticed = await wait_until_async(lambda: not client._sio.connected, 30, interval=0.05)
         proxy.up()
         assert noticed, "the client never noticed the network was down"
         history = History(await finish_producer(producer, out))
         producer = None
-        await wait_async(
+        await wait_until_async(
             lambda: (
                 len(client.welcomes) >= 2
                 and set(history.inbox(user)) <= {m.get("eventId") for m in client.raw}
             ),
             30,
+            interval=0.05,
         )
         await asyncio.sleep(1.0)
         assert len(client.welcomes) >= 2, "the client never reconnected"
@@ -121,13 +123,14 @@ async def test_native_reconnect_resumes_without_gap(
             await second.request("subscribe_job", jobId=f"n-{user}-{job}")
         history = History(await finish_producer(producer, out))
         producer = None
-        await wait_async(
+        await wait_until_async(
             lambda: (
                 set(history.inbox(user))
                 <= {m.get("eventId") for m in first.messages}
                 | {m.get("eventId") for m in second.messages}
             ),
             20,
+            interval=0.05,
         )
         await second.settle(0.5)
         history.check(user, [*first.messages, *second.messages])
@@ -214,7 +217,7 @@ async def test_bad_last_event_ids_are_not_recovered(
 async def _sio_with_last_event_id(url: str, token: str, last_event_id: Any) -> Any:
     import socketio
 
-    from tests.helpers import SOCKETIO_PATH, TIMEOUT, SioClient
+    from tests.support.helpers import SOCKETIO_PATH, TIMEOUT, SioClient
 
     client = SioClient(socketio.AsyncClient(reconnection=False))
     await client.sio.connect(

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RedisServer, child_env, free_port
-from tests.fault_helpers import (
+from tests.support.env import child_env, free_port
+from tests.support.fault_helpers import (
     FailoverProxy,
     History,
     RecordingClient,
@@ -30,8 +30,9 @@ from tests.fault_helpers import (
     produce,
     read_records,
     start_producer,
-    wait_async,
 )
+from tests.support.processes import RedisServer
+from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -102,11 +103,12 @@ async def test_reset_mid_read_and_frozen_redis(tmp_path: Path, tokens: Any) -> N
                 await asyncio.sleep(0.2)
 
         history = History(read_records(out))
-        await wait_async(
+        await wait_until_async(
             lambda: all(
                 set(history.inbox(c.user)) <= {m.get("eventId") for m in c.raw} for c in clients
             ),
             30,
+            interval=0.05,
         )
         await asyncio.sleep(1.0)
         for client in clients:

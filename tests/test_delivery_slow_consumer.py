@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import child_env
-from tests.fault_helpers import History, RawWebSocket, ServerProc, produce, wait_async
-from tests.helpers import connect_native
+from tests.support.env import child_env
+from tests.support.fault_helpers import History, ServerProc, produce
+from tests.support.helpers import RawWebSocket, connect_native
+from tests.support.processes import rss_bytes
+from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -49,14 +51,16 @@ async def test_stalled_reader_is_closed_slow_consumer(
 ) -> None:
     server = small_queue_server
     fast = await connect_native(server.native_url, tokens.make("fast-1"))
-    raw = await asyncio.to_thread(RawWebSocket, server.port, {"token": tokens.make("slow-1")})
+    raw = await asyncio.to_thread(
+        RawWebSocket, server.port, query={"token": tokens.make("slow-1")}, rcvbuf=4096
+    )
     again = None
     try:
         await fast.wait_for_type("connection_established")
         welcome = await asyncio.to_thread(raw.read_message)
         assert welcome["type"] == "connection_established", welcome
         await fast.ping()
-        rss_before = server.rss_bytes()
+        rss_before = rss_bytes(server.pid)
 
         produced = await produce(
             "completions", tmp_path / "events.jsonl", users=["slow-1", "fast-1"], count=COUNT,
@@ -64,13 +68,13 @@ async def test_stalled_reader_is_closed_slow_consumer(
         )  # fmt: skip
         history = History(produced)
         fast_inbox = set(history.inbox("fast-1"))
-        assert await wait_async(
-            lambda: fast_inbox <= {m.get("eventId") for m in fast.messages}, 30
+        assert await wait_until_async(
+            lambda: fast_inbox <= {m.get("eventId") for m in fast.messages}, 30, interval=0.05
         ), "the reading client was held up by the stalled one"
         await fast.settle(0.5)
         history.check("fast-1", fast.messages)
         assert "slow consumer" in server.log_text(), "the server never gave up on the client"
-        growth = server.rss_bytes() - rss_before
+        growth = rss_bytes(server.pid) - rss_before
         assert growth < MAX_GROWTH, f"the server grew by {growth / 2**20:.1f} MiB"
 
         # The stalled client reads again: a prefix of its events, in order, then the close.
@@ -88,11 +92,12 @@ async def test_stalled_reader_is_closed_slow_consumer(
         query = {"lastEventId": got[-1]["eventId"]} if got else {}
         again = await connect_native(server.native_url, tokens.make("slow-1"), query=query)
         missed = len(expected) - len(got)
-        await wait_async(
+        await wait_until_async(
             lambda: (
                 again.closed or set(expected) <= {m.get("eventId") for m in [*got, *again.messages]}
             ),
             20,
+            interval=0.05,
         )
         assert not again.closed, (
             f"replaying {missed} events ({missed * RESULT_BYTES / 2**20:.1f} MiB) closed the "

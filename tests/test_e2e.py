@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import (
+from tests.support.helpers import (
     assert_strictly_increasing,
     event_key,
     is_terminal,

@@ -9,7 +9,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,17 +23,11 @@ import yaml
 
 from notifier.contract.settings import Settings
 from notifier.edge.auth import TokenVerifier
+from tests.support.env import REPO, free_port
 
-REPO = Path(__file__).resolve().parent.parent
 SECRET = "launcher-test-secret-" + "x" * 43  # 64 bytes: no InsecureKeyLengthWarning
 START_BOUND = 75.0  # launcher start to printed token (Redis, worker, uvicorn, Flower)
 STOP_BOUND = 30.0  # SIGTERM to exit: 10 s grace for the apps, 10 s for Redis, margin
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def clean_env(**overrides: str) -> dict[str, str]:

@@ -16,8 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RedisServer, Server, child_env, free_port, running_server, running_worker
-from tests.helpers import TIMEOUT, connect_sio, is_terminal, start_job
+from tests.support.env import child_env, free_port
+from tests.support.helpers import TIMEOUT, connect_sio, is_terminal, start_job
+from tests.support.processes import RedisServer, Server, running_server, running_worker
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import bearer, job_events, start_job, wait_job_status
+from tests.support.helpers import bearer, job_events, start_job, wait_job_status
 
 pytestmark = pytest.mark.integration
 

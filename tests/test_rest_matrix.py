@@ -16,7 +16,7 @@ import pytest
 
 from notifier.contract.events import status_update
 from notifier.contract.settings import get_settings
-from tests.helpers import bearer
+from tests.support.helpers import bearer
 
 pytestmark = pytest.mark.integration
 

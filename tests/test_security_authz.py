@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.helpers import Tokens, bearer, get_job, is_snapshot, start_job, wait_job_status
-from tests.hostile_helpers import instance_leases
+from tests.support.helpers import Tokens, bearer, get_job, is_snapshot, start_job, wait_job_status
+from tests.support.hostile_helpers import instance_leases
 
 pytestmark = pytest.mark.integration
 

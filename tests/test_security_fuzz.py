@@ -21,8 +21,7 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.conftest import Server
-from tests.helpers import (
+from tests.support.helpers import (
     NativeClient,
     Recorder,
     SioClient,
@@ -32,7 +31,8 @@ from tests.helpers import (
     is_type,
     start_job,
 )
-from tests.hostile_helpers import EIO_PATH
+from tests.support.hostile_helpers import EIO_PATH
+from tests.support.processes import Server
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import REDIS_URL, REPO, child_env, running_worker, wait_until
+from tests.support.env import REDIS_URL, REPO, child_env
+from tests.support.processes import running_worker
+from tests.support.waiting import wait_until
 
 TASK = "jobcast.generate_content"
 
@@ -93,9 +95,7 @@ def test_worker_refuses_a_pickle_message(tmp_path: Path) -> None:
         body = pickle.dumps(((Canary(str(canary)),), {"sections": 1}, embed))
         publish(url, hostile, body, "application/x-python-serialize", "binary")
 
-        refused = wait_until(
-            lambda: "ContentDisallowed" in log.read_text(errors="replace"), timeout=20
-        )
+        refused = wait_until(lambda: "ContentDisallowed" in log.read_text(errors="replace"), 20)
         text = log.read_text(errors="replace")
         assert refused, f"the worker did not refuse the pickle message:\n{text[-3000:]}"
         assert "pickle" in text
@@ -105,7 +105,7 @@ def test_worker_refuses_a_pickle_message(tmp_path: Path) -> None:
         friendly_body = [["json is fine"], {"sections": 1, "seconds_per_section": 0}, embed]
         publish(url, friendly, json.dumps(friendly_body).encode(), "application/json", "utf-8")
         assert wait_until(
-            lambda: f"{friendly}] succeeded" in log.read_text(errors="replace"), timeout=30
+            lambda: f"{friendly}] succeeded" in log.read_text(errors="replace"), 30
         ), log.read_text(errors="replace")[-3000:]
 
     text = log.read_text(errors="replace")

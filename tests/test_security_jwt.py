@@ -20,8 +20,8 @@ import pytest
 
 from notifier.contract.settings import Settings
 from notifier.edge.auth import AuthError, TokenVerifier
-from tests.conftest import JWT_SECRET, Server
-from tests.hostile_helpers import (
+from tests.support.env import JWT_SECRET
+from tests.support.hostile_helpers import (
     ALL_KINDS,
     KeyPair,
     RecordingHttpServer,
@@ -35,6 +35,7 @@ from tests.hostile_helpers import (
     tampered,
     unsigned,
 )
+from tests.support.processes import Server
 
 ISSUER = "https://issuer.jobcast.test"
 AUDIENCE = "jobcast-security-tests"

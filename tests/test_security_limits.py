@@ -25,31 +25,31 @@ import pytest
 import websockets
 
 from notifier.core.outbox import CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TOO_MANY
-from tests.conftest import Server, free_port
-from tests.fault_helpers import RawWebSocket, produce
-from tests.helpers import (
+from tests.support.env import free_port
+from tests.support.fault_helpers import produce
+from tests.support.helpers import (
     TIMEOUT,
     NativeClient,
+    RawWebSocket,
     Recorder,
     SioClient,
     Tokens,
     connect_native,
     is_type,
-    wait_until_async,
 )
-from tests.hostile_helpers import (
+from tests.support.hostile_helpers import (
     EIO_PATH,
     SOCKET_KINDS,
     EioPolling,
-    RawFrames,
     attempt,
     clients,
     dedicated_server,
     instance_leases,
     open_client,
-    rss_bytes,
     wait_closed,
 )
+from tests.support.processes import Server, rss_bytes
+from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -407,12 +407,12 @@ async def test_oversized_frame_is_refused_at_its_header(
     rss_before = rss_bytes(limits_server.proc.pid)
     for n in range(5):
         full = f"{path}{separator}token={tokens.make(f'frames-{n}')}"
-        raw = await asyncio.to_thread(RawFrames, limits_server.port, full)
+        raw = await asyncio.to_thread(RawWebSocket, limits_server.port, full)
         try:
             assert " 101 " in raw.status_line, raw.status_line
             raw.send_header(0x1, 16 * MiB)
             raw.sock.sendall(b"x" * 65536)  # a fraction of what was announced
-            code, _ = await asyncio.to_thread(raw.read_until_close, 10.0)
+            code = await asyncio.to_thread(raw.read_until_close, 10.0)
             assert code == CLOSE_TOO_BIG, f"close code {code}"
         finally:
             raw.close()
@@ -761,7 +761,7 @@ async def test_slow_reader_is_closed_and_memory_stays_bounded(
     user = "slow-reader"
     pid = limits_server.proc.pid
     raw = await asyncio.to_thread(
-        RawWebSocket, limits_server.port, {"token": tokens.make(user)}, 4096
+        RawWebSocket, limits_server.port, query={"token": tokens.make(user)}, rcvbuf=4096
     )
     bystander = await connect_native(limits_server.native_url, tokens.make("slow-bystander"))
     try:

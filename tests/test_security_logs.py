@@ -19,9 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import JWT_SECRET, Server, free_port
-from tests.helpers import Tokens, bearer, connect_native, connect_sio
-from tests.hostile_helpers import EioPolling, PasswordRedis, dedicated_server, log_settled
+from tests.support.env import JWT_SECRET, free_port
+from tests.support.helpers import Tokens, bearer, connect_native, connect_sio
+from tests.support.hostile_helpers import EioPolling, PasswordRedis, dedicated_server, log_settled
+from tests.support.processes import Server
 
 pytestmark = pytest.mark.integration
 

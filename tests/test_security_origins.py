@@ -19,9 +19,9 @@ import pytest
 import socketio
 import websockets
 
-from tests.conftest import Server
-from tests.helpers import SOCKETIO_PATH, SioClient, connect_native, connect_sio
-from tests.hostile_helpers import EIO_PATH, EioPolling, dedicated_server, dispose
+from tests.support.helpers import SOCKETIO_PATH, SioClient, connect_native, connect_sio
+from tests.support.hostile_helpers import EIO_PATH, EioPolling, dedicated_server, dispose
+from tests.support.processes import Server
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import REPO, RedisServer, Server, child_env, free_port, running_worker
-from tests.helpers import (
+from tests.support.env import REPO, child_env, free_port
+from tests.support.helpers import (
     TIMEOUT,
     Tokens,
     bearer,
@@ -26,7 +26,8 @@ from tests.helpers import (
     start_job,
     wait_job_status,
 )
-from tests.hostile_helpers import dedicated_server
+from tests.support.hostile_helpers import dedicated_server
+from tests.support.processes import RedisServer, Server, running_worker
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import JWT_SECRET, Server
-from tests.helpers import NativeClient, Recorder, is_type
-from tests.hostile_helpers import (
+from tests.support.env import JWT_SECRET
+from tests.support.helpers import NativeClient, Recorder, is_type
+from tests.support.hostile_helpers import (
     SOCKET_KINDS,
     claims,
     clients,
@@ -28,6 +28,7 @@ from tests.hostile_helpers import (
     sign,
     wait_closed,
 )
+from tests.support.processes import Server
 
 pytestmark = pytest.mark.integration
 

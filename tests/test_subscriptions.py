@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import (
+from tests.support.helpers import (
     bearer,
     get_job,
     is_snapshot,

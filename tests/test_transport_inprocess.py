@@ -20,15 +20,9 @@ import httpx
 import pytest
 import uvicorn
 
-from tests.conftest import free_port
-from tests.helpers import (
-    TIMEOUT,
-    SioClient,
-    Tokens,
-    bearer,
-    connect_sio,
-    wait_until_async,
-)
+from tests.support.env import free_port
+from tests.support.helpers import TIMEOUT, SioClient, Tokens, bearer, connect_sio
+from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.integration
 

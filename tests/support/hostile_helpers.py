@@ -1,7 +1,7 @@
 """Helpers of the security (hostile client) tests: keys and crafted JWTs, dedicated servers
-with tuned limits, one "connect and tell me what happened" per connection kind, raw
-Engine.IO and WebSocket clients, a recording HTTP server (to prove nothing is fetched),
-and the server's memory from ``/proc``.
+with tuned limits, one "connect and tell me what happened" per connection kind, a raw
+Engine.IO polling client (the raw WebSocket one is ``helpers.RawWebSocket``), a recording
+HTTP server (to prove nothing is fetched), and the server's memory from ``/proc``.
 
 Every process is started by the tests and stopped by PID (``stop_process`` in ``finally``);
 all traffic stays on 127.0.0.1.
@@ -15,10 +15,7 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
 import signal
-import socket
-import struct
 import subprocess
 import threading
 import time
@@ -36,16 +33,17 @@ import websockets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.conftest import RedisServer, Server, child_env, running_server
-from tests.helpers import (
+from tests.support.env import child_env
+from tests.support.helpers import (
     SOCKETIO_PATH,
     TIMEOUT,
     NativeClient,
     SioClient,
     connect_native,
     connect_sio,
-    wait_until_async,
 )
+from tests.support.processes import RedisServer, Server, running_server
+from tests.support.waiting import wait_until_async
 
 #: The connection kinds of the JWT and origin matrices; "rest" is ``GET /api/v1/jobs``.
 SOCKET_KINDS = ("websocket", "polling", "native")
@@ -158,13 +156,6 @@ def _quick_stop(proc: subprocess.Popen[bytes]) -> None:
         proc.send_signal(signal.SIGINT)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
 
 
 # --- one outcome per connection kind
@@ -280,7 +271,7 @@ async def clients() -> Any:
         await asyncio.gather(*(c.close() for c in bag), return_exceptions=True)
 
 
-# --- raw Engine.IO over httpx (polling) and raw WebSocket frames
+# --- raw Engine.IO over httpx (polling)
 
 
 class EioPolling:
@@ -315,96 +306,6 @@ class EioPolling:
     @staticmethod
     def packets(response: httpx.Response) -> list[str]:
         return response.text.split("\x1e") if response.text else []
-
-
-class RawFrames:
-    """A WebSocket client on a raw socket: sends frames by hand (even a truncated one)."""
-
-    def __init__(self, port: int, path: str, headers: dict[str, str] | None = None) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        nonce = base64.b64encode(os.urandom(16)).decode()
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        self.sock.sendall(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {nonce}\r\n"
-                f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
-            ).encode()
-        )
-        self.buffer = b""
-        while b"\r\n\r\n" not in self.buffer:
-            chunk = self.sock.recv(4096)
-            assert chunk, "the server closed during the handshake"
-            self.buffer += chunk
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        self.status_line = head.split(b"\r\n")[0].decode()
-
-    def send_header(self, opcode: int, length: int) -> None:
-        """A masked frame header announcing ``length`` bytes of payload."""
-        first = bytes([0x80 | opcode])
-        if length < 126:
-            head = first + bytes([0x80 | length])
-        elif length < 1 << 16:
-            head = first + bytes([0x80 | 126]) + struct.pack("!H", length)
-        else:
-            head = first + bytes([0x80 | 127]) + struct.pack("!Q", length)
-        self.sock.sendall(head + b"\x00\x00\x00\x00")  # zero mask: payload as is
-
-    def send_frame(self, opcode: int, payload: bytes) -> None:
-        self.send_header(opcode, len(payload))
-        self.sock.sendall(payload)
-
-    def read_until_close(self, within: float) -> tuple[int | None, bytes]:
-        """Read until the server's close frame or EOF (bounded); returns the close code (None
-        at EOF without one) and everything read."""
-        deadline = time.monotonic() + within
-        data = self.buffer
-        while True:
-            code = _close_code(data)
-            if code is not None:
-                return code, data
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no close from the server within {within:g} s")
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError as exc:
-                raise AssertionError(f"no close from the server within {within:g} s") from exc
-            except ConnectionResetError:
-                return None, data
-            if not chunk:
-                return None, data
-            data += chunk
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-
-def _close_code(data: bytes) -> int | None:
-    """The code of the first close frame in a stream of unmasked server frames."""
-    pos = 0
-    while pos + 2 <= len(data):
-        opcode, length = data[pos] & 0x0F, data[pos + 1] & 0x7F
-        pos += 2
-        if length == 126:
-            if pos + 2 > len(data):
-                return None
-            length = struct.unpack("!H", data[pos : pos + 2])[0]
-            pos += 2
-        elif length == 127:
-            if pos + 8 > len(data):
-                return None
-            length = struct.unpack("!Q", data[pos : pos + 8])[0]
-            pos += 8
-        if pos + length > len(data):
-            return None
-        if opcode == 8:
-            payload = data[pos : pos + length]
-            return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-        pos += length
-    return None
 
 
 # --- a local HTTP server that records every request (nothing may be fetched)

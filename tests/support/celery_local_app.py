@@ -1,6 +1,6 @@
 """A Celery app of the tests' own, not the bundled ``workers.app``: jobcast is dropped into
 it with ``workers.install(app)``. Its worker is started by the tests
-(``celery -A tests.celery_local_app worker -Q jobcast-test-local``); its tasks go to a queue
+(``celery -A tests.support.celery_local_app worker -Q jobcast-test-local``); its tasks go to a queue
 of their own, so the bundled worker never takes them.
 """
 

@@ -1,6 +1,6 @@
 """Helpers of the Celery tests: the test-local app's worker, submitting, reading a job back.
 
-The worker of ``tests.celery_local_app`` is started per test module (module-scoped
+The worker of ``tests.support.celery_local_app`` is started per test module (module-scoped
 fixtures that call :func:`local_worker`), on the test Redis, and stopped by PID.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from notifier.contract import keys
-from tests.conftest import running_worker
-from tests.helpers import bearer, is_terminal, job_events
+from tests.support.helpers import bearer, is_terminal, job_events
+from tests.support.processes import running_worker
 
 #: How long a test keeps listening after a job's terminal event for anything more.
 SETTLE_SECONDS = 1.5
@@ -23,9 +23,9 @@ SETTLE_SECONDS = 1.5
 
 def local_worker(log_dir: Path, *, concurrency: int = 4) -> Iterator[subprocess.Popen[bytes]]:
     """Run a worker of the test-local app until the generator is closed."""
-    from tests.celery_local_app import QUEUE
+    from tests.support.celery_local_app import QUEUE
 
-    args = ["-m", "celery", "-A", "tests.celery_local_app", "worker",
+    args = ["-m", "celery", "-A", "tests.support.celery_local_app", "worker",
             "-c", str(concurrency), "-P", "prefork", "-Q", QUEUE, "-l", "INFO",
             "--without-mingle", "--without-gossip", "-n", f"local-{log_dir.name}@%h"]  # fmt: skip
     with running_worker(log_dir / "local-worker.log", args=args) as proc:

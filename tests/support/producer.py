@@ -1,10 +1,10 @@
 """A stand-in for Celery workers: publishes job events with the producer's own code, fast.
 
-    python tests/producer.py queued      --users a,b --jobs 10 --prefix p --out FILE
-    python tests/producer.py run         --users a,b --jobs 10 --prefix p --steps 7 \
-                                         --seconds 6 --broadcasts 2 --out FILE
-    python tests/producer.py completions --users a,b --count 500 --result-bytes 1024 \
-                                         --prefix p --out FILE
+    python -m tests.support.producer queued      --users a,b --jobs 10 --prefix p --out FILE
+    python -m tests.support.producer run         --users a,b --jobs 10 --prefix p --steps 7 \
+                                                 --seconds 6 --broadcasts 2 --out FILE
+    python -m tests.support.producer completions --users a,b --count 500 --result-bytes 1024 \
+                                                 --prefix p --out FILE
 
 Events go through what ``report()`` and the signal handlers use: the builders of
 ``notifier.contract.events``, a ``workers.tracking.Run`` per job (sequence numbers, progress
@@ -13,6 +13,9 @@ coalescing, ETA, lease renewal through ``workers.tracking.RUNS``) and
 
 Every emitted event is written to ``--out`` as one JSON line: its eventId (null when the
 bus dropped or deferred it), type, route, userId, jobId, status, progress, attempt, seq.
+
+Run from the repository's root (``python -m``, as :func:`tests.support.fault_helpers.produce`
+does): it must not import ``tests.support.env``, which belongs to the pytest process.
 """
 
 from __future__ import annotations

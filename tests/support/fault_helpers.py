@@ -7,9 +7,9 @@
   switched, as a sticky load balancer fails over when an instance dies.
 - :class:`RecordingClient`: the product's :class:`notifier.client.JobcastClient`, recording
   every message as it came off the wire (before the helper's de-duplication).
-- :func:`produce` / :func:`start_producer`: ``tests/producer.py`` in a subprocess.
+- :func:`produce` / :func:`start_producer`: ``python -m tests.support.producer`` in a
+  subprocess.
 - :class:`History`: the history checker: what was produced against what each client got.
-- :class:`RawWebSocket`: a native WebSocket client on a raw socket that can stop reading.
 
 Every process is started by the tests and stopped by PID (``stop()`` in ``finally``).
 """
@@ -17,37 +17,26 @@ Every process is started by the tests and stopped by PID (``stop()`` in ``finall
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 import pytest
 
 from notifier.client import JobcastClient
 from notifier.contract.events import parse_event_id
-from tests.conftest import (
-    REPO,
-    START_TIMEOUT,
-    child_env,
-    free_port,
-    log_tail,
-    running_worker,
-    stop_process,
-    wait_until,
-)
+from tests.support.env import REPO, child_env, free_port
+from tests.support.processes import START_TIMEOUT, log_tail, running_worker, stop_process
+from tests.support.waiting import wait_until, wait_until_async
 
 INBOX_TYPES = ("job_completed", "job_error", "system_notification", "maintenance_notification")
 TERMINAL_TYPES = ("job_completed", "job_error")
@@ -55,17 +44,6 @@ TERMINAL_TYPES = ("job_completed", "job_error")
 
 def key(event_id: str) -> tuple[int, int]:
     return parse_event_id(event_id)
-
-
-async def wait_async(check: Callable[[], bool], within: float, interval: float = 0.05) -> bool:
-    """Poll ``check`` until it holds or ``within`` seconds pass; returns the last result."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while loop.time() < deadline:
-        if check():
-            return True
-        await asyncio.sleep(interval)
-    return check()
 
 
 # --- notifier processes
@@ -122,9 +100,7 @@ class ServerProc:
             )
         self.pids.append(self.proc.pid)
         proc = self.proc
-        if not wait_until(self._ready, timeout=START_TIMEOUT, interval=0.1) or (
-            proc.poll() is not None
-        ):
+        if not wait_until(self._ready, START_TIMEOUT, interval=0.1) or proc.poll() is not None:
             code = proc.poll()
             self.stop()
             pytest.fail(
@@ -143,12 +119,6 @@ class ServerProc:
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc, group=True)
-
-    def rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS line")
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -186,10 +156,11 @@ def servers(*procs: ServerProc) -> Iterator[tuple[ServerProc, ...]]:
 def fault_worker(
     log_path: Path, env: dict[str, str] | None = None, *, concurrency: int = 1
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A worker of ``tests.fault_celery_app`` (its own queue), ready until the block ends."""
-    from tests.fault_celery_app import QUEUE
+    """A worker of ``tests.support.fault_celery_app`` (its own queue), ready until the block
+    ends."""
+    from tests.support.fault_celery_app import QUEUE
 
-    args = ["-m", "celery", "-A", "tests.fault_celery_app", "worker",
+    args = ["-m", "celery", "-A", "tests.support.fault_celery_app", "worker",
             "-c", str(concurrency), "-P", "prefork", "-Q", QUEUE, "-l", "INFO",
             "--without-mingle", "--without-gossip", "-n", f"fault-{os.getpid()}@%h"]  # fmt: skip
     with running_worker(log_path, env, args=args) as proc:
@@ -321,7 +292,7 @@ class RecordingClient(JobcastClient):
         disconnect = asyncio.ensure_future(super().close())
         with contextlib.suppress(Exception):
             if polling:
-                await wait_async(lambda: eio.write_loop_task is None, 10)
+                await wait_until_async(lambda: eio.write_loop_task is None, 10)
                 if eio.http is not None:
                     await eio.http.close()
             await asyncio.wait_for(disconnect, 10)
@@ -331,7 +302,7 @@ async def connect_all(clients: Sequence[RecordingClient], within: float = 20.0) 
     """Connect each client (a few at a time) and wait for every welcome."""
     for start in range(0, len(clients), 5):
         await asyncio.gather(*(c.connect() for c in clients[start : start + 5]))
-    ok = await wait_async(lambda: all(c.welcomes for c in clients), within)
+    ok = await wait_until_async(lambda: all(c.welcomes for c in clients), within, interval=0.05)
     assert ok, "not every client got connection_established"
 
 
@@ -339,7 +310,7 @@ async def connect_all(clients: Sequence[RecordingClient], within: float = 20.0) 
 
 
 def producer_args(mode: str, out: Path, **options: Any) -> list[str]:
-    args = [sys.executable, str(REPO / "tests" / "producer.py"), mode, "--out", str(out)]
+    args = [sys.executable, "-m", "tests.support.producer", mode, "--out", str(out)]
     for name, value in options.items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, (list, tuple)):
@@ -479,92 +450,6 @@ def _next_welcome(raw: Sequence[dict[str, Any]], index: int) -> int | None:
         if raw[n].get("type") == "connection_established":
             return n
     return None
-
-
-# --- a native WebSocket client on a raw socket, which can stop reading
-
-
-class RawWebSocket:
-    """RFC 6455 by hand over a blocking socket with a small receive buffer: after the
-    handshake and the first message it reads nothing until ``read_all()``."""
-
-    def __init__(self, port: int, query: dict[str, str], rcvbuf: int = 4096) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(10)
-        self.sock.connect(("127.0.0.1", port))
-        nonce = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            f"GET /ws/job-status-native?{urlencode(query)} HTTP/1.1\r\n"
-            f"Host: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        self.sock.sendall(request.encode())
-        self._buffer = b""
-        while b"\r\n\r\n" not in self._buffer:
-            chunk = self.sock.recv(4096)
-            assert chunk, "the server closed during the handshake"
-            self._buffer += chunk
-        head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 101"), head
-        self.messages: list[dict[str, Any]] = []
-        self.close_code: int | None = None
-        self.close_reason: str | None = None
-
-    def _recv_exact(self, size: int) -> bytes | None:
-        while len(self._buffer) < size:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return None
-            self._buffer += chunk
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
-
-    def read_frame(self) -> tuple[int, bytes] | None:
-        head = self._recv_exact(2)
-        if head is None:
-            return None
-        opcode, length = head[0] & 0x0F, head[1] & 0x7F
-        if length == 126:
-            ext = self._recv_exact(2)
-            assert ext is not None
-            length = struct.unpack("!H", ext)[0]
-        elif length == 127:
-            ext = self._recv_exact(8)
-            assert ext is not None
-            length = struct.unpack("!Q", ext)[0]
-        payload = self._recv_exact(length)
-        if payload is None:
-            return None
-        return opcode, payload
-
-    def read_message(self) -> dict[str, Any]:
-        frame = self.read_frame()
-        assert frame is not None and frame[0] == 1, f"expected a text frame, got {frame}"
-        message: dict[str, Any] = json.loads(frame[1])
-        self.messages.append(message)
-        return message
-
-    def read_all(self) -> None:
-        """Read until the server's close frame (or the end of the stream)."""
-        while True:
-            try:
-                frame = self.read_frame()
-            except (TimeoutError, OSError):
-                return
-            if frame is None:
-                return
-            opcode, payload = frame
-            if opcode == 1:
-                self.messages.append(json.loads(payload))
-            elif opcode == 8:
-                if len(payload) >= 2:
-                    self.close_code = struct.unpack("!H", payload[:2])[0]
-                    self.close_reason = payload[2:].decode(errors="replace")
-                return
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

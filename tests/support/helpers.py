@@ -3,14 +3,20 @@
 Both client kinds record every message the server sends into ``messages`` (a list of
 dicts, each with its ``type``) and offer the same bounded waits, so a test can run
 unchanged over Socket.IO (WebSocket or polling) and the native WebSocket endpoint.
+:class:`RawWebSocket` is the WebSocket client below them: frames by hand on a raw socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
+import os
+import socket
+import struct
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -21,10 +27,12 @@ import websockets
 
 from notifier.contract.events import parse_event_id
 from notifier.edge.auth import mint_token
+from tests.support.waiting import wait_until_async
 
 #: Generous bound for anything a test waits for (clear failure instead of a hang).
 TIMEOUT = 20.0
 SOCKETIO_PATH = "/ws/job-status"
+NATIVE_PATH = "/ws/job-status-native"
 JOB_MESSAGE_TYPES = ("job_status_update", "job_completed", "job_error")
 TERMINAL_TYPES = ("job_completed", "job_error")
 
@@ -95,16 +103,6 @@ def assert_strictly_increasing(messages: list[dict[str, Any]]) -> None:
 
 
 # --- clients
-
-
-async def wait_until_async(check: Callable[[], bool], within: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():
-        if loop.time() >= deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 class Recorder:
@@ -374,6 +372,143 @@ async def connect_native(
     full = f"{url}?{urlencode(params)}" if params else url
     ws = await websockets.connect(full, additional_headers=headers, open_timeout=TIMEOUT)
     return NativeClient(ws)
+
+
+class RawWebSocket:
+    """A WebSocket client on a raw blocking socket, RFC 6455 by hand: it sends frames as
+    built (even a header announcing more payload than ever follows) and reads only when
+    asked, so it can also stop reading (a slow consumer: give it a small ``rcvbuf``).
+    Blocking: call it through ``asyncio.to_thread`` from a coroutine. The handshake must
+    be accepted (101)."""
+
+    def __init__(
+        self,
+        port: int,
+        path: str = NATIVE_PATH,
+        *,
+        query: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        rcvbuf: int | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:  # before connecting: it sets the window the server sees
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect(("127.0.0.1", port))
+        target = f"{path}?{urlencode(query)}" if query else path
+        nonce = base64.b64encode(os.urandom(16)).decode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self.sock.sendall(
+            (
+                f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {nonce}\r\n"
+                f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
+            ).encode()
+        )
+        self._buffer = b""
+        while b"\r\n\r\n" not in self._buffer:
+            chunk = self.sock.recv(4096)
+            assert chunk, "the server closed during the handshake"
+            self._buffer += chunk
+        head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+        self.status_line = head.split(b"\r\n")[0].decode()
+        assert self.status_line.startswith("HTTP/1.1 101"), head
+        self.messages: list[dict[str, Any]] = []
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+
+    # --- sending
+
+    def send_header(self, opcode: int, length: int) -> None:
+        """A masked frame header announcing ``length`` bytes of payload."""
+        first = bytes([0x80 | opcode])
+        if length < 126:
+            head = first + bytes([0x80 | length])
+        elif length < 1 << 16:
+            head = first + bytes([0x80 | 126]) + struct.pack("!H", length)
+        else:
+            head = first + bytes([0x80 | 127]) + struct.pack("!Q", length)
+        self.sock.sendall(head + b"\x00\x00\x00\x00")  # zero mask: payload as is
+
+    def send_frame(self, opcode: int, payload: bytes) -> None:
+        self.send_header(opcode, len(payload))
+        self.sock.sendall(payload)
+
+    # --- reading (the server's frames are not masked)
+
+    def _recv_exact(self, size: int) -> bytes | None:
+        while len(self._buffer) < size:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def read_frame(self) -> tuple[int, bytes] | None:
+        """The next frame, ``(opcode, payload)``; None at the end of the stream."""
+        head = self._recv_exact(2)
+        if head is None:
+            return None
+        opcode, length = head[0] & 0x0F, head[1] & 0x7F
+        if length in (126, 127):
+            ext = self._recv_exact(2 if length == 126 else 8)
+            if ext is None:
+                return None
+            length = struct.unpack("!H" if length == 126 else "!Q", ext)[0]
+        payload = self._recv_exact(length)
+        if payload is None:
+            return None
+        if opcode == 8:
+            self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+            self.close_reason = payload[2:].decode(errors="replace")
+        return opcode, payload
+
+    def read_message(self) -> dict[str, Any]:
+        """The next frame, which must be a JSON text frame (the native endpoint's)."""
+        frame = self.read_frame()
+        assert frame is not None and frame[0] == 1, f"expected a text frame, got {frame}"
+        message: dict[str, Any] = json.loads(frame[1])
+        self.messages.append(message)
+        return message
+
+    def read_all(self) -> None:
+        """Record every JSON text frame until the server's close frame, the end of the
+        stream or a read timeout (see ``close_code`` and ``close_reason``)."""
+        while True:
+            try:
+                frame = self.read_frame()
+            except (TimeoutError, OSError):
+                return
+            if frame is None or frame[0] == 8:
+                return
+            if frame[0] == 1:
+                self.messages.append(json.loads(frame[1]))
+
+    def read_until_close(self, within: float) -> int | None:
+        """Skip frames until the server's close frame and return its code (1005 when it has
+        none); None when the connection ended without one. Fails after ``within`` s."""
+        deadline = time.monotonic() + within
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no close from the server within {within:g} s")
+            self.sock.settimeout(remaining)
+            try:
+                frame = self.read_frame()
+            except TimeoutError as exc:
+                raise AssertionError(f"no close from the server within {within:g} s") from exc
+            except ConnectionResetError:
+                return None
+            if frame is None:
+                return None
+            if frame[0] == 8:
+                return self.close_code
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
 
 
 # --- REST

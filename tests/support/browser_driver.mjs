@@ -1,6 +1,6 @@
 // A headless Chromium driven by playwright-core, for the Python browser tests.
 //
-//   node tests/browser_driver.mjs /usr/bin/chromium
+//   node tests/support/browser_driver.mjs /usr/bin/chromium
 //
 // Speaks JSON lines: reads one command per line on stdin ({"id", "cmd", ...params}) and
 // answers each with one line on stdout ({"id", "ok": true, "result"} or {"id", "ok":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.celery_local_app import user_app
+from tests.support.celery_local_app import user_app
 from workers.progress import report
 
 QUEUE = "jobcast-test-fault"

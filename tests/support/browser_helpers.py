@@ -1,6 +1,6 @@
 """Real-browser test helpers: Debian's Chromium driven by playwright-core (npm) from Python.
 
-``tests/browser_driver.mjs`` runs in Node and launches Chromium; :class:`Browser` sends it
+``tests/support/browser_driver.mjs`` runs in Node and launches Chromium; :class:`Browser` sends it
 one JSON command per line and reads one answer per line, each with a bounded wait. The
 demo server (``JOBCAST_DEMO=1``) is a ``python -m api`` process of our own that keeps its
 port across :meth:`DemoServer.restart`, for the reconnection test.
@@ -28,17 +28,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import (
-    REPO,
-    START_TIMEOUT,
-    child_env,
-    free_port,
-    log_tail,
-    stop_process,
-    wait_until,
-)
+from tests.support.env import REPO, child_env, free_port
+from tests.support.processes import START_TIMEOUT, log_tail, stop_process
+from tests.support.waiting import wait_until
 
-DRIVER = REPO / "tests" / "browser_driver.mjs"
+DRIVER = REPO / "tests" / "support" / "browser_driver.mjs"
 NODE_MODULES = REPO / "node_modules"
 ARTIFACTS = REPO / "tests" / "artifacts"
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")
@@ -230,7 +224,7 @@ class DemoServer:
             except httpx.HTTPError:
                 return False
 
-        if not wait_until(ready, timeout=START_TIMEOUT, interval=0.2) or proc.poll() is not None:
+        if not wait_until(ready, START_TIMEOUT, interval=0.2) or proc.poll() is not None:
             self.stop()
             pytest.fail(
                 f"demo server did not become ready (exit code {proc.poll()}):\n"
