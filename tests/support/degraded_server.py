@@ -8,7 +8,7 @@ the name is gone from ``uvicorn.protocols.utils``, where the compat check looks 
 from __future__ import annotations
 
 import uvicorn.protocols.utils
-import uvicorn.protocols.websockets.websockets_sansio_impl  # noqa: F401  (imports it first)
+import uvicorn.protocols.websockets.websockets_sansio_impl  # imports the name first
 
 del uvicorn.protocols.utils.ClientDisconnected
 
