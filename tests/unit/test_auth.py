@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from notifier.contract.settings import Settings
 from notifier.edge.auth import AuthError, Principal, TokenVerifier, mint_token, token_from
+from tests.support import hostile_helpers as hostile
 
 SECRET = "unit-test-secret-" + "s" * 47  # 64 bytes: no InsecureKeyLengthWarning, even HS512
 OTHER_SECRET = "another-unit-test-secret-" + "o" * 39
@@ -188,3 +189,23 @@ def test_principal_is_plain_data() -> None:
     principal = Principal("7", 7, None, ("ROLE_ADMIN",), float("inf"))
     assert principal.is_admin
     assert principal.may_see("anyone")
+
+
+def test_hs_rs_confusion_with_both_algorithms_configured() -> None:
+    """Even a misconfiguration listing HS256 next to RS256 does not let the public key act
+    as an HMAC secret (PyJWT refuses PEM material as an HMAC key)."""
+    pair = hostile.rsa_keys()
+    settings = Settings(
+        _env_file=None,
+        jwt_algorithms=["RS256", "HS256"],
+        jwt_public_key=pair.public_pem,
+        jwt_issuer=None,
+        jwt_audience=None,
+    )
+    verifier = TokenVerifier(settings)
+    forged = hostile.hs256_with_key_material(hostile.claims(1, roles=["ADMIN"]), pair.public_pem)
+    with pytest.raises(AuthError) as info:
+        verifier.verify(forged)
+    assert info.value.code == "invalid_token"
+    genuine = hostile.sign(hostile.claims(1), pair.private_pem, "RS256")
+    assert verifier.verify(genuine).user_id == "1"
