@@ -19,17 +19,10 @@ from typing import Any
 
 import socketio
 
-from notifier.contract.events import JOB_COMPLETED, JOB_ERROR, TERMINAL_STATES, parse_event_id
+from notifier.contract.events import is_terminal, parse_event_id
 
 SOCKETIO_PATH = "/ws/job-status"
 _SEEN_LIMIT = 10_000
-
-
-def is_terminal(message: dict[str, Any]) -> bool:
-    if message.get("type") in (JOB_COMPLETED, JOB_ERROR):
-        return True
-    data = message.get("data")
-    return isinstance(data, dict) and data.get("status") in TERMINAL_STATES
 
 
 class JobcastClient:

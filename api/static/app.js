@@ -2,7 +2,7 @@
 // see notifications as toasts; admins also see the statistics and can broadcast.
 // Plain DOM code over jobcast-client.js; every text from the server goes in as text.
 
-import { JobcastClient, compareEventIds, isTerminal } from "/static/jobcast-client.js";
+import { JobcastClient, TERMINAL_STATES, compareEventIds, isTerminal } from "/static/jobcast-client.js";
 
 const $ = (selector) => document.querySelector(selector);
 const STATUS_LABELS = {
@@ -282,7 +282,7 @@ function fromRest(rest) {
     error: rest.error,
     errorCode: rest.errorCode,
     eventId: rest.eventId ?? null,
-    finished: ["completed", "failed", "cancelled"].includes(rest.status),
+    finished: TERMINAL_STATES.has(rest.status),
   };
 }
 

@@ -23,6 +23,9 @@
 
 export const SOCKETIO_PATH = "/ws/job-status";
 
+/** Job states that are final: a job in one of them has no more events. */
+export const TERMINAL_STATES = new Set(["completed", "failed", "cancelled"]);
+/** The message types of the two outcomes (a cancellation is a `job_status_update`). */
 const TERMINAL_TYPES = new Set(["job_completed", "job_error"]);
 const NOTIFICATION_TYPES = new Set(["system_notification", "maintenance_notification"]);
 const TRANSPORTS = {
@@ -48,7 +51,7 @@ export function compareEventIds(a, b) {
 
 /** True for a job's last message: completed, failed, or a status update saying cancelled. */
 export function isTerminal(msg) {
-  return TERMINAL_TYPES.has(msg?.type) || msg?.data?.status === "cancelled";
+  return TERMINAL_TYPES.has(msg?.type) || TERMINAL_STATES.has(msg?.data?.status);
 }
 
 export class JobcastClient {

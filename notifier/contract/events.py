@@ -34,7 +34,10 @@ QUEUED, STARTED, PROCESSING, RETRYING, CANCELLED = (
 STATUSES = (QUEUED, STARTED, PROCESSING, RETRYING, CANCELLED)
 #: Job states as the REST API reports them: the statuses above plus the two outcomes.
 COMPLETED, FAILED = "completed", "failed"
+#: The final job states: after one of them, a job has no more events.
 TERMINAL_STATES = frozenset({CANCELLED, COMPLETED, FAILED})
+#: The message types of the two outcomes (a cancellation is a ``job_status_update``).
+TERMINAL_TYPES = frozenset({JOB_COMPLETED, JOB_ERROR})
 
 # --- job_error.data.code
 ERROR_CODES = ("task_failed", "worker_lost", "time_limit", "rejected")
@@ -50,7 +53,17 @@ Route = Literal["job", "owner", "all", "channel"]
 
 
 def now_ms() -> int:
+    """Wall-clock time in milliseconds (stream ids, leases and timestamps use it)."""
     return int(time.time() * 1000)
+
+
+def is_terminal(message: dict[str, Any]) -> bool:
+    """Whether a wire message is its job's last: ``job_completed``, ``job_error``, or a
+    ``job_status_update`` whose status is final (``cancelled``)."""
+    if message.get("type") in TERMINAL_TYPES:
+        return True
+    data = message.get("data")
+    return isinstance(data, dict) and data.get("status") in TERMINAL_STATES
 
 
 _EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
