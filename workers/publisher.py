@@ -213,13 +213,3 @@ def job_of(task_id: str) -> tuple[str, str] | None:
         log.warning("job owner lookup failed", extra={"task": task_id, "error": str(exc)})
         return None
     return (str(job), str(owner)) if owner else None
-
-
-def owner_of(job_id: str) -> str | None:
-    """The owner of a job, from its state in Redis (for signals sent outside the task)."""
-    try:
-        owner = _current().client.hget(keys.job(job_id), "owner")
-    except (redis.RedisError, OSError) as exc:
-        log.warning("job owner lookup failed", extra={"job": job_id, "error": str(exc)})
-        return None
-    return str(owner) if owner else None

@@ -159,9 +159,8 @@ def stream_events(entries: Any) -> list[StreamEvent]:
 
 
 def _result(raw: Any) -> str | None:
-    if raw is None:
-        return None
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
+    """The publish script's reply: the new event's id, or None when it dropped the event."""
+    return None if raw is None else text(raw)
 
 
 _SCRIPTS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()

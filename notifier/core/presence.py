@@ -1,7 +1,7 @@
 """Who is connected, across every notifier instance, and what each user has already had.
 
 Each user has a set of open connections (``instance|conn``). An entry counts only while
-its instance's lease in ``jobcast:instances`` is live (every instance renews its own lease
+its instance's lease in ``keys.INSTANCES`` is live (every instance renews its own lease
 once a second), so a dead instance's connections drop out by themselves, with no
 per-connection renewal. The per-user cursor records the newest inbox event acknowledged
 (``ack``) and the newest one delivered live before the user's last connection closed
@@ -10,12 +10,10 @@ per-connection renewal. The per-user cursor records the newest inbox event ackno
 
 from __future__ import annotations
 
-import time
-
 import redis.asyncio as aioredis
 
 from notifier.contract import keys
-from notifier.contract.events import parse_event_id
+from notifier.contract.events import now_ms, parse_event_id
 from notifier.core.bus import text
 
 #: Prunes the entries of dead instances. KEYS: 1 user's connections, 2 instances;
@@ -74,14 +72,10 @@ return 1
 """
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 async def live_connections(client: aioredis.Redis, user_id: str, exclude: str = "") -> int:
     """The user's open connections on live instances (``exclude``: one ``instance|conn``)."""
     count = await client.register_script(_LIVE_LUA)(
-        keys=[keys.user_connections(user_id), keys.INSTANCES], args=[_now_ms(), exclude]
+        keys=[keys.user_connections(user_id), keys.INSTANCES], args=[now_ms(), exclude]
     )
     return int(count)
 
@@ -101,7 +95,7 @@ class Presence:
         """Take a connection slot for the user; False when they already have ``limit``."""
         count = await self._open(
             keys=[keys.user_connections(user_id), keys.INSTANCES],
-            args=[_now_ms(), self._member(conn_id), limit, self._retention],
+            args=[now_ms(), self._member(conn_id), limit, self._retention],
         )
         return int(count) >= 0
 

@@ -1,27 +1,23 @@
 """Cluster-wide connection statistics: each instance publishes its figures, readers sum them.
 
 Every instance rewrites its own stats hash (and, when it changed, the set of its users)
-once a second with a short expiry, and keeps a lease in ``jobcast:instances``; an
+once a second with a short expiry, and keeps a lease in ``keys.INSTANCES``; an
 instance that died without cleaning up drops out when its lease lapses.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from notifier.contract import keys
+from notifier.contract.events import now_ms
 from notifier.core.bus import text
 from notifier.core.presence import live_connections
 
 TRANSPORTS = ("websocket", "polling", "native")
 FIGURES = ("activeConnections", "activeJobSubscriptions", "activeChannelSubscriptions")
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 async def publish_instance(
@@ -41,7 +37,7 @@ async def publish_instance(
             if users:
                 pipe.sadd(keys.instance_users(instance_id), *users)
         pipe.pexpire(keys.instance_users(instance_id), ttl_ms)
-        pipe.zadd(keys.INSTANCES, {instance_id: _now_ms() + ttl_ms})
+        pipe.zadd(keys.INSTANCES, {instance_id: now_ms() + ttl_ms})
         await pipe.execute()
 
 
@@ -54,7 +50,7 @@ async def withdraw_instance(client: aioredis.Redis, instance_id: str) -> None:
 
 async def cluster_stats(client: aioredis.Redis) -> dict[str, Any]:
     """The figures of ``GET /api/v1/websocket/stats``, summed over live instances."""
-    now = _now_ms()
+    now = now_ms()
     await client.zremrangebyscore(keys.INSTANCES, "-inf", now)
     instances = [text(i) for i in await client.zrange(keys.INSTANCES, 0, -1)]
     totals: dict[str, Any] = dict.fromkeys(FIGURES, 0)
