@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from notifier.contract import keys
+from notifier.contract import keys, scripts
 from notifier.contract.events import (
     PROCESSING,
     STARTED,
@@ -39,160 +39,12 @@ from workers.tracking import Member
 log = logging.getLogger(__name__)
 
 
-# Folds the canvas's sum of weighted member progress into the aggregate (never lower than
-# before), updates its ETA and numbers the event that will carry it. The ETA smooths the
-# aggregate's rate as workers.tracking.EtaEstimator does, but samples it over at least
-# ETA_WINDOW_MS: members running side by side report in bursts, and a burst's rate over a
-# few milliseconds says nothing about the time left.
-#
-# Numbering: the canvas's first member to start numbers the canvas's ``started`` 1 and
-# publishes it; until it says it has (``announced``), other members' updates get no number
-# (seq 0: not published; the aggregate keeps their progress), or the bus would drop the
-# ``started`` that reached it after them. Should that member never say so, numbering resumes
-# ANNOUNCE_MS after it started.
-ETA_WINDOW_MS = 500
-ANNOUNCE_MS = 2000
-_AGGREGATE = f"""
-local WINDOW, ANNOUNCE = {ETA_WINDOW_MS}, {ANNOUNCE_MS}
-local function next_seq(key, now)
-  local st = redis.call('HMGET', key, 'announced', 'startedAt')
-  if not st[1] and st[2] and now - tonumber(st[2]) < ANNOUNCE then return 0 end
-  return redis.call('HINCRBY', key, 'seq', 1)
-end
-local function aggregate(key, total, complete, now, retention)
-  local agg = 100
-  if not complete then
-    local sum = tonumber(redis.call('HGET', key, 'sum') or '0')
-    agg = math.floor(math.min(100, sum / total) * 100) / 100
-  end
-  local prev = tonumber(redis.call('HGET', key, 'agg') or '0')
-  if agg < prev then agg = prev end
-  redis.call('HSET', key, 'agg', tostring(agg))
-  local eta = nil
-  if agg >= 100 then
-    eta = 0
-  else
-    local st = redis.call('HMGET', key, 'etaT', 'etaP', 'etaR')
-    local rate = tonumber(st[3])
-    if not st[1] then
-      redis.call('HSET', key, 'etaT', now, 'etaP', tostring(agg))
-    else
-      local t0, p0 = tonumber(st[1]), tonumber(st[2])
-      if now - t0 >= WINDOW and agg >= p0 then
-        local r = (agg - p0) / ((now - t0) / 1000)
-        if rate then rate = 0.3 * r + 0.7 * rate else rate = r end
-        redis.call('HSET', key, 'etaT', now, 'etaP', tostring(agg), 'etaR', tostring(rate))
-      end
-    end
-    if rate and rate > 0 then
-      eta = math.floor(math.max(0, (100 - agg) / rate) * 10 + 0.5) / 10
-    end
-  end
-  local seq = next_seq(key, now)
-  redis.call('EXPIRE', key, retention)
-  return agg, eta, seq
-end
-local function member_progress(key, index, weight, progress)
-  local field = 'p:' .. index
-  local old = tonumber(redis.call('HGET', key, field) or '0')
-  if progress > old then
-    redis.call('HSET', key, field, tostring(progress))
-    redis.call('HINCRBYFLOAT', key, 'sum', tostring((progress - old) * weight))
-  end
-end
-"""
-
-# KEYS: 1 canvas; ARGV: 1 index, 2 weight, 3 total weight, 4 progress, 5 now ms, 6 retention s
-_PROGRESS_LUA = (
-    _AGGREGATE
-    + """
-member_progress(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4]))
-local agg, eta, seq = aggregate(KEYS[1], tonumber(ARGV[3]), false, tonumber(ARGV[5]), ARGV[6])
-return cjson.encode({agg = agg, eta = eta, seq = seq})
-"""
-)
-
-# KEYS: 1 canvas; ARGV: 1 index, 2 weight, 3 total weight, 4 members, 5 keep ('1'/'0'),
-#       6 result JSON, 7 now ms, 8 retention s.
-# A member counts once however often it reports success (a redelivered task); the canvas is
-# complete for the one member whose success completed it, which gets the members' results.
-_DONE_LUA = (
-    _AGGREGATE
-    + """
-local key, index, members = KEYS[1], ARGV[1], tonumber(ARGV[4])
-member_progress(key, index, tonumber(ARGV[2]), 100)
-if ARGV[5] == '1' then redis.call('HSET', key, 'r:' .. index, ARGV[6]) end
-local done
-if redis.call('HSETNX', key, 'd:' .. index, '1') == 1 then
-  done = redis.call('HINCRBY', key, 'done', 1)
-else
-  done = tonumber(redis.call('HGET', key, 'done') or '0')
-end
-local complete = false
-if done >= members then
-  redis.call('HSETNX', key, 'complete', index)
-  complete = redis.call('HGET', key, 'complete') == index
-end
-local agg, eta, seq = aggregate(key, tonumber(ARGV[3]), done >= members, tonumber(ARGV[7]), ARGV[8])
-local out = {agg = agg, eta = eta, seq = seq, done = done, complete = complete}
-if complete then
-  local results = {}
-  for j = 0, members - 1 do
-    local r = redis.call('HGET', key, 'r:' .. j)
-    if r then results[tostring(j)] = r end
-  end
-  out['results'] = results
-end
-return cjson.encode(out)
-"""
-)
-
-# KEYS: 1 canvas; ARGV: 1 now ms, 2 retention s. The number of a status change (retrying).
-_SEQ_LUA = (
-    _AGGREGATE
-    + """
-local seq = next_seq(KEYS[1], tonumber(ARGV[1]))
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return seq
-"""
-)
-
-# KEYS: 1 canvas, 2 the member's task -> job key, 3 job hash, 4 running set
-# ARGV: 1 job, 2 task id, 3 now ms, 4 lease ms, 5 retention s
-# Returns the seq of the canvas's ``started`` event for its first member to start, else 0.
-_START_LUA = """
-local first = redis.call('HSETNX', KEYS[1], 'started', ARGV[2]) == 1
-redis.call('HINCRBY', KEYS[1], 'running', 1)
-local seq = 0
-if first then
-  redis.call('HSET', KEYS[1], 'startedAt', ARGV[3])
-  seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-end
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[5])
-if redis.call('HEXISTS', KEYS[3], 'terminal') == 0 then
-  redis.call('ZADD', KEYS[4], tonumber(ARGV[3]) + tonumber(ARGV[4]), ARGV[1])
-end
-return seq
-"""
-
-# KEYS: 1 canvas, 2 job hash, 3 running set; ARGV: 1 job, 2 now ms, 3 lease ms, 4 retention s
-# A member's run ended: while others run the job keeps its lease; when none does, the canvas
-# waits in the queue (between chain steps, for a retry) and holds none.
-_END_LUA = """
-local running = redis.call('HINCRBY', KEYS[1], 'running', -1)
-if running < 0 then
-  redis.call('HSET', KEYS[1], 'running', 0)
-  running = 0
-end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-if running == 0 then
-  redis.call('ZREM', KEYS[3], ARGV[1])
-elseif redis.call('HEXISTS', KEYS[2], 'terminal') == 0 then
-  redis.call('ZADD', KEYS[3], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[1])
-end
-return running
-"""
+# The canvas scripts; canvas_aggregate.lua holds the functions the first three share.
+_PROGRESS_LUA = scripts.source("canvas_aggregate", "canvas_progress")
+_DONE_LUA = scripts.source("canvas_aggregate", "canvas_done")
+_SEQ_LUA = scripts.source("canvas_aggregate", "canvas_seq")
+_START_LUA = scripts.source("canvas_start")
+_END_LUA = scripts.source("canvas_end")
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,64 +12,13 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from notifier.contract import keys
+from notifier.contract import keys, scripts
 from notifier.contract.events import now_ms, parse_event_id
 from notifier.core.bus import text
 
-#: Prunes the entries of dead instances. KEYS: 1 user's connections, 2 instances;
-#: ARGV: 1 now ms. Leaves ``live`` = the remaining members.
-_PRUNE = """
-local live = {}
-for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local instance = string.match(member, '^(.*)|')
-  local expiry = instance and redis.call('ZSCORE', KEYS[2], instance)
-  if expiry and tonumber(expiry) >= tonumber(ARGV[1]) then
-    live[#live + 1] = member
-  else
-    redis.call('SREM', KEYS[1], member)
-  end
-end
-"""
-
-# ARGV: 1 now ms, 2 member, 3 max connections, 4 ttl s
-_OPEN_LUA = (
-    _PRUNE
-    + """
-if redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 and #live >= tonumber(ARGV[3]) then
-  return -1
-end
-redis.call('SADD', KEYS[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-return #live + 1
-"""
-)
-
-# ARGV: 1 now ms, 2 member to leave out of the count ('' for none)
-_LIVE_LUA = (
-    _PRUNE
-    + """
-local count = 0
-for _, member in ipairs(live) do
-  if member ~= ARGV[2] then count = count + 1 end
-end
-return count
-"""
-)
-
-# KEYS: 1 cursor hash; ARGV: 1 field, 2 event id, 3 ttl s. Keeps the larger id.
-_CURSOR_LUA = """
-local function parse(id)
-  local ms, seq = string.match(id or '', '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-local nms, nseq = parse(ARGV[2])
-if not nms then return redis.error_reply('ERR bad event id') end
-local cms, cseq = parse(redis.call('HGET', KEYS[1], ARGV[1]))
-if cms and (cms > nms or (cms == nms and cseq >= nseq)) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return 1
-"""
+_OPEN_LUA = scripts.source("presence_prune", "presence_open")
+_LIVE_LUA = scripts.source("presence_prune", "presence_live")
+_CURSOR_LUA = scripts.source("presence_cursor")
 
 
 async def live_connections(client: aioredis.Redis, user_id: str, exclude: str = "") -> int:

@@ -1,6 +1,6 @@
 """Reports jobs whose worker died without a word as ``job_error`` ``worker_lost``.
 
-A running task's worker renews the job's lease in ``jobcast:running`` every
+A running task's worker renews the job's lease in ``keys.RUNNING`` every
 ``job_lease_seconds / 3``. A worker killed as a whole fires no Celery signal, so its jobs
 would show ``processing`` forever; instead their leases lapse and one notifier instance
 (whichever holds the sweep lock) reports them within ``job_lease_seconds +
@@ -16,22 +16,12 @@ import time
 import redis
 import redis.asyncio as aioredis
 
-from notifier.contract import keys
+from notifier.contract import keys, scripts
 from notifier.contract.events import job_error, now_ms
 from notifier.contract.settings import Settings
 from notifier.core.bus import publish, text
 
 log = logging.getLogger(__name__)
-
-# KEYS: 1 running; ARGV: 1 job, 2 now ms. Removes the job only if its lease has lapsed.
-_CLAIM_LUA = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score and tonumber(score) < tonumber(ARGV[2]) then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  return 1
-end
-return 0
-"""
 
 
 class Reaper:
@@ -39,7 +29,7 @@ class Reaper:
         self._redis = client
         self._settings = settings
         self._instance = instance_id
-        self._claim = client.register_script(_CLAIM_LUA)
+        self._claim = client.register_script(scripts.source("reaper_claim"))
 
     async def sweep(self) -> int:
         """Reap the lapsed jobs once; returns how many were reported."""
