@@ -17,6 +17,7 @@ from tests.support.env import EXTERNAL_REDIS_URL, JWT_SECRET, REDIS_PORT, REDIS_
 # isort: split
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -177,6 +178,29 @@ async def any_client(
 
     make.transport = transport  # type: ignore[attr-defined]
     return make
+
+
+# --- the layout: tests/unit is `-m "not integration"`, tests/integration is `-m integration`
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: every collected test is checked
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    misplaced = []
+    for item in items:
+        marked = item.get_closest_marker("integration") is not None
+        where = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else ""
+        if where == "unit" and marked:
+            misplaced.append(f"{item.nodeid}: marked integration under tests/unit")
+        elif where == "integration" and not marked:
+            misplaced.append(
+                f"{item.nodeid}: not marked integration (pytestmark) under tests/integration"
+            )
+        elif where not in ("unit", "integration"):
+            misplaced.append(f"{item.nodeid}: outside tests/unit and tests/integration")
+    if misplaced:
+        raise pytest.UsageError("tests in the wrong place:\n  " + "\n  ".join(misplaced))
 
 
 def pytest_report_header() -> list[str]:

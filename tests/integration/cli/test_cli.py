@@ -26,6 +26,8 @@ from tests.support.env import REPO, child_env
 from tests.support.helpers import Tokens, bearer, start_job
 from tests.support.processes import Server
 
+pytestmark = pytest.mark.integration
+
 #: Bound for one command (they end much sooner; a hang fails the test clearly).
 COMMAND_TIMEOUT = 60.0
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -102,7 +104,6 @@ def percentages(text: str) -> list[int]:
     return [int(p) for p in re.findall(r"\]\s+(\d{1,3})%", ANSI.sub("", text))]
 
 
-@pytest.mark.integration
 def test_submit_then_watch_in_a_terminal_reaches_100_and_exits_0(server: Server) -> None:
     submitted = run_cli(
         "submit", "--url", server.url, "--topic", "CLI pty", "--sections", "4",
@@ -122,7 +123,6 @@ def test_submit_then_watch_in_a_terminal_reaches_100_and_exits_0(server: Server)
     assert f'"contentId": "content-{job_id}"' in text
 
 
-@pytest.mark.integration
 def test_watch_a_failing_job_exits_1_with_the_error(server: Server) -> None:
     result = run_cli(
         "submit", "--url", server.url, "--topic", "Doomed", "--sections", "3",
@@ -137,7 +137,6 @@ def test_watch_a_failing_job_exits_1_with_the_error(server: Server) -> None:
     assert any("failed" in line for line in lines[1:]), result.stdout
 
 
-@pytest.mark.integration
 async def test_watch_a_cancelled_job_exits_2(
     server: Server, http: httpx.AsyncClient, tokens: Tokens
 ) -> None:
@@ -163,7 +162,6 @@ async def test_watch_a_cancelled_job_exits_2(
     assert b"cancelled: Cancelled by its owner" in err
 
 
-@pytest.mark.integration
 def test_watch_refusals_exit_2_with_the_servers_words(server: Server, tokens: Tokens) -> None:
     unknown = run_cli("watch", "--url", server.url, "no-such-job")
     assert unknown.returncode == 2
@@ -180,7 +178,6 @@ def test_watch_refusals_exit_2_with_the_servers_words(server: Server, tokens: To
     assert down.returncode == 2 and "cannot reach" in down.stderr
 
 
-@pytest.mark.integration
 def test_stats_as_admin_and_refused_for_a_user(server: Server, tokens: Tokens) -> None:
     table = run_cli("stats", "--url", server.url)
     assert table.returncode == 0, table.stderr

@@ -21,6 +21,8 @@ import pytest
 
 from tests.support.env import clean_env, free_port
 
+pytestmark = pytest.mark.integration
+
 START_BOUND = 75.0  # launcher start to printed token (Redis, worker, uvicorn, Flower)
 STOP_BOUND = 30.0  # SIGTERM to exit: 10 s grace for the apps, 10 s for Redis, margin
 
@@ -124,7 +126,6 @@ def launcher(tmp_path: Path) -> Iterator[LauncherRun]:
         run.close()
 
 
-@pytest.mark.integration
 def test_launcher_starts_the_stack_and_stops_it_on_sigterm(launcher: LauncherRun) -> None:
     token = launcher.wait_for("token: ", START_BOUND).split()[1]
     pids = launcher.pids
@@ -160,7 +161,6 @@ def test_launcher_starts_the_stack_and_stops_it_on_sigterm(launcher: LauncherRun
     assert not (launcher.run_dir / "pids").exists()
 
 
-@pytest.mark.integration
 def test_launcher_stops_everything_when_a_child_dies(launcher: LauncherRun) -> None:
     launcher.wait_for("token: ", START_BOUND)
     pids = launcher.pids

@@ -1,6 +1,6 @@
 """Authorization on every route and message that names a job or a user (IDOR), beyond
-``test_subscriptions.py`` (subscribe, read, events, cancel of a finished job) and
-``test_client_errors.py`` (``ops`` for a plain user): another user's status, admin-only
+``delivery/test_subscriptions.py`` (subscribe, read, events, cancel of a finished job) and
+``delivery/test_client_errors.py`` (``ops`` for a plain user): another user's status, admin-only
 routes for every non-admin role spelling, cancelling another user's *running* job, user
 ids that only look alike, and the ``ops`` channel for role look-alikes."""
 

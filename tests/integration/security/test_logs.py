@@ -4,8 +4,8 @@ polling, Socket.IO's WebSocket, REST), in ``Authorization`` headers, in a URL pa
 while Redis is away; the JWT secret. uvicorn's own access and error loggers included.
 
 The server of this module runs at DEBUG level (the most it will ever say) on a Redis of
-its own that requires a password. ``test_auth_refusals.py`` covers the basic ``?token=``
-case at INFO on the session's server.
+its own that requires a password. ``auth/test_refusals.py`` covers the basic
+``?token=`` case at INFO on the session's server.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ public key and an issuer and audience configured (and a small max token length, 
 over-long token still fits in an HTTP request line), and one pinned to ES256. Each case
 is (server, token, expected outcome): accepted, or refused with the documented code.
 The basic refusals (missing, expired HS256, bad signature, not a JWT) are in
-``test_auth_refusals.py``; this module adds the hostile ones.
+``test_refusals.py``; this module adds the hostile ones.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from tests.support.hostile_helpers import (
     unsigned,
 )
 from tests.support.processes import Server
+
+pytestmark = pytest.mark.integration
 
 ISSUER = "https://issuer.jobcast.test"
 AUDIENCE = "jobcast-security-tests"
@@ -263,7 +265,7 @@ def servers(request: pytest.FixtureRequest, server: Server) -> Callable[[str], S
 #: Every case on every kind, but one: a 9 KiB token does not fit in the native handshake's
 #: request line (8 KiB in uvicorn's WebSocket parser), so the app never sees it; the
 #: verifier's length check on the native endpoint is proven by rs-over-long-but-valid, and
-#: what the server does with such a handshake by test_security_limits.py.
+#: what the server does with such a handshake by security/limits/test_frames_and_handshakes.py.
 MATRIX = [
     pytest.param(kind, *case[1:], id=f"{case[0]}-{kind}")
     for case in CASES
@@ -272,7 +274,6 @@ MATRIX = [
 ]
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize(("kind", "where", "make", "expected"), MATRIX)
 async def test_jwt_matrix(
     request: pytest.FixtureRequest,
@@ -297,7 +298,6 @@ async def test_jwt_matrix(
     assert outcome.code == expected, f"{case}: {outcome.code} ({outcome.detail})"
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("kind", ALL_KINDS)
 async def test_key_url_headers_are_never_fetched(rs_server: Server, keys: Keys, kind: str) -> None:
     """``jku``, ``x5u`` and a URL or path in ``kid`` are ignored: nothing is fetched. Signed

@@ -17,6 +17,8 @@ from tests.support.env import REDIS_URL, child_env
 from tests.support.processes import running_worker
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.integration
+
 TASK = "jobcast.generate_content"
 
 
@@ -54,7 +56,6 @@ def publish(url: str, task_id: str, body: bytes, content_type: str, encoding: st
         )
 
 
-@pytest.mark.integration
 def test_worker_refuses_a_pickle_message(tmp_path: Path) -> None:
     # A Redis database of this test's own, so that only this worker sees the messages.
     db = 7
