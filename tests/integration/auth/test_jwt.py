@@ -265,7 +265,8 @@ def servers(request: pytest.FixtureRequest, server: Server) -> Callable[[str], S
 #: Every case on every kind, but one: a 9 KiB token does not fit in the native handshake's
 #: request line (8 KiB in uvicorn's WebSocket parser), so the app never sees it; the
 #: verifier's length check on the native endpoint is proven by rs-over-long-but-valid, and
-#: what the server does with such a handshake by security/limits/test_frames_and_handshakes.py.
+#: what the server does with such a handshake by
+#: security/limits/test_frames_and_handshakes.py.
 MATRIX = [
     pytest.param(kind, *case[1:], id=f"{case[0]}-{kind}")
     for case in CASES
