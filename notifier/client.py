@@ -19,9 +19,10 @@ from typing import Any
 
 import socketio
 
+from notifier.contract.endpoints import SOCKETIO_PATH
 from notifier.contract.events import is_terminal, parse_event_id
+from notifier.transport.client_session import close_leftover_http
 
-SOCKETIO_PATH = "/ws/job-status"
 _SEEN_LIMIT = 10_000
 
 
@@ -68,12 +69,7 @@ class JobcastClient:
 
     async def close(self) -> None:
         await self._sio.disconnect()
-        # After the server ended a long-polling session, python-engineio's client may still
-        # be "disconnecting" (its read loop not yet ended), so disconnect() does nothing
-        # and its aiohttp session would be left to the garbage collector: close it here.
-        http = getattr(self._sio.eio, "http", None)
-        if http is not None and not http.closed:
-            await http.close()
+        await close_leftover_http(self._sio)
 
     @property
     def transport(self) -> str:
