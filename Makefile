@@ -1,7 +1,10 @@
 # jobcast: one entry point for setting up, running and checking.
 #   make run    the whole stack (Redis if none answers, worker, API on :8080, Flower on :5555)
 #   make test   unit tests, then integration tests (real Redis, worker and uvicorn processes,
-#               and a headless Chromium for the demo page)
+#               and a headless Chromium for the demo page), then the transport-sensitive
+#               integration tests again on the stock transport (JOBCAST_FAST_TRANSPORT=false)
+#   make lock   refresh requirements/*.txt from pyproject.toml (pip-compile, hashed)
+#   make test-matrix   the transport-sensitive tests at the lowest and at the locked versions
 # Each part alone: make worker | api | notifier | api-only | flower.
 # Extra arguments for a part's command: make api ARGS="--port 8090"
 
@@ -12,13 +15,32 @@ STAMP  := $(VENV)/.installed
 WEB_STAMP := node_modules/.jobcast-installed
 ARGS   ?=
 
+# Hashed pins (pip-compile --generate-hashes): LOCK for .venv (runtime + test + dev extras),
+# RUNTIME_LOCK for the image (runtime only, the same versions). LOWEST pins every direct
+# dependency to its lower bound in pyproject.toml (made from it: see $(LOWEST) below).
+LOCK         := requirements/lock.txt
+RUNTIME_LOCK := requirements/runtime.txt
+LOWEST       := requirements/lowest.txt
+PIP_COMPILE_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras \
+                     --no-emit-index-url --no-emit-find-links
+
+# The integration tests that depend on the transport path (uvicorn, websockets,
+# python-engineio, python-socketio): run again with JOBCAST_FAST_TRANSPORT=false.
+TRANSPORT_TESTS := tests/integration/delivery tests/integration/security \
+                   tests/integration/transport tests/integration/browser
+
+# make test-matrix: one venv per dependency set, outside .venv.
+MATRIX := .matrix
+
 .DEFAULT_GOAL := help
-.PHONY: help venv web run test test-unit test-integration lint format typecheck audit check \
-        worker notifier api api-only flower compose-config clean distclean bench bench-quick
+.PHONY: help venv lock web run test test-unit test-integration test-matrix lint format \
+        typecheck audit check worker notifier api api-only flower compose-config clean distclean bench bench-quick
 
 help:
 	@echo "make run             start Redis (if none answers), a worker, the API and Flower"
-	@echo "make test            unit tests, then integration tests"
+	@echo "make test            unit tests, integration tests, transport tests on the stock path"
+	@echo "make test-matrix     transport tests at the lowest and the locked dependency versions"
+	@echo "make lock            refresh requirements/*.txt (ARGS=--upgrade for newer releases)"
 	@echo "make lint|typecheck|audit|check   ruff, mypy, pip-audit, all three"
 	@echo "make worker|api|notifier|api-only|flower   one part (ARGS=... for extra options)"
 	@echo "make compose-config  validate docker-compose.yml"
@@ -26,16 +48,56 @@ help:
 	@echo "make web             npm ci: socket.io-client (demo page), playwright-core (browser tests)"
 	@echo "make venv|clean|distclean"
 
-# --- set-up: .venv with the package (editable) and the test and dev tools.
-# Reinstalls when pyproject.toml changes (the stamp is older than it).
+# --- set-up: .venv with exactly the versions of $(LOCK) (pip checks every file against its
+# hash), then the package itself (editable, no dependencies of its own choosing, built with
+# the locked setuptools). Reinstalls
+# when pyproject.toml or the lock changes (the stamp is older than either). `pip check`
+# fails when the lock no longer satisfies pyproject.toml: run `make lock`.
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -n "$(PYTHON)" || { echo "error: python3.11 (or python3) not found on PATH" >&2; exit 1; }
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,dev]"
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	@touch $(STAMP)
+
+# --- the locks. pip-compile keeps every pin that still fits pyproject.toml and resolves the
+# rest: `make lock` after a change of dependencies, `make lock ARGS=--upgrade` (or
+# ARGS="--upgrade-package uvicorn") for newer releases within the caps. The runtime lock is
+# compiled under the full one, so the image runs the versions the tests ran. Does not go
+# through `make venv` (whose pip check fails while the lock is behind pyproject.toml).
+lock:
+	@test -n "$(PYTHON)" || { echo "error: python3.11 (or python3) not found on PATH" >&2; exit 1; }
+	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	@test -x $(BIN)/pip-compile || $(BIN)/python -m pip install --quiet "pip-tools>=7.6.1,<8"
+	$(BIN)/pip-compile $(PIP_COMPILE_FLAGS) --extra test --extra dev $(ARGS) \
+		--output-file $(LOCK) pyproject.toml
+	$(BIN)/pip-compile $(PIP_COMPILE_FLAGS) --constraint $(LOCK) \
+		--output-file $(RUNTIME_LOCK) pyproject.toml
+	@$(MAKE) --no-print-directory $(LOWEST)
+
+# Every direct dependency (runtime, test and dev extras) pinned to its lower bound (`>=`) in
+# pyproject.toml; a dependency without one is an error. A pip constraints file: no extras.
+define LOWEST_PY
+import re, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+extras = project["optional-dependencies"]
+print("# Generated from pyproject.toml by `make requirements/lowest.txt` (make lock does it too):")
+print("# every direct dependency at its lower bound. Constraints for make test-matrix.")
+for req in project["dependencies"] + extras["test"] + extras["dev"]:
+    name, spec = re.fullmatch(r"([A-Za-z0-9._-]+)(?:\[[^\]]*\])?\s*(.*)", req).groups()
+    low = [s.strip()[2:] for s in spec.split(",") if s.strip().startswith(">=")]
+    if not low:
+        raise SystemExit(f"error: {req!r} has no lower bound (>=) in pyproject.toml")
+    print(f"{name}=={low[0].strip()}")
+endef
+export LOWEST_PY
+
+$(LOWEST): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: python3.11 (or python3) not found on PATH" >&2; exit 1; }
+	$(PYTHON) -c "$$LOWEST_PY" > $@.tmp && mv $@.tmp $@
 
 # --- the browser side, exactly as package-lock.json pins it (npm ci): socket.io-client,
 # which the API serves to the demo page from node_modules, and playwright-core, which drives
@@ -93,25 +155,77 @@ bench-quick: venv
 
 # --- checks
 
-# Both phases always run; the target fails if either fails or selects no test at all
-# (pytest's exit 5 is not a success). To run a selection: make test-unit ARGS="-k name".
+# Three phases, each always run: unit tests, integration tests, then the transport-sensitive
+# integration tests again on the stock transport path (JOBCAST_FAST_TRANSPORT=false). The
+# target fails if any phase fails or selects no test at all (pytest's exit 5 is not a
+# success). To run a selection: make test-unit ARGS="-k name".
 test: venv web
-	@unit=0; integration=0; \
+	@unit=0; integration=0; stock=0; \
 	echo "== unit tests (-m 'not integration')"; \
 	$(BIN)/python -m pytest -m "not integration" $(ARGS) || unit=$$?; \
 	echo "== integration tests (-m integration)"; \
 	$(BIN)/python -m pytest -m integration $(ARGS) || integration=$$?; \
-	echo "== unit tests: exit $$unit, integration tests: exit $$integration"; \
-	if [ $$unit -eq 5 ] || [ $$integration -eq 5 ]; then \
+	echo "== transport tests on the stock transport (JOBCAST_FAST_TRANSPORT=false)"; \
+	JOBCAST_FAST_TRANSPORT=false $(BIN)/python -m pytest -m integration $(TRANSPORT_TESTS) $(ARGS) \
+		|| stock=$$?; \
+	echo "== unit tests: exit $$unit, integration tests: exit $$integration," \
+		"transport tests (stock): exit $$stock"; \
+	if [ $$unit -eq 5 ] || [ $$integration -eq 5 ] || [ $$stock -eq 5 ]; then \
 		echo "error: a test phase collected no tests (pytest exit 5)" >&2; fi; \
-	if [ $$unit -ne 0 ]; then exit $$unit; fi; \
-	exit $$integration
+	for status in $$unit $$integration $$stock; do \
+		if [ $$status -ne 0 ]; then exit $$status; fi; done
 
 test-unit: venv
 	$(BIN)/python -m pytest -m "not integration" $(ARGS)
 
 test-integration: venv
 	$(BIN)/python -m pytest -m integration $(ARGS)
+
+# --- the dependency matrix: the transport-sensitive integration tests, each on the fast and
+# on the stock transport path, in two venvs under $(MATRIX)/: `lowest` (every direct
+# dependency at its lower bound, $(LOWEST); the rest resolved by pip) and `locked` ($(LOCK),
+# hash-checked). Each venv is rebuilt when pyproject.toml or its pins change. All four runs
+# always happen; the target fails if any fails or selects no test (pytest exit 5).
+# Only one venv: make test-matrix MATRIX_SETS=lowest
+MATRIX_SETS ?= lowest locked
+
+$(MATRIX)/.gitignore:
+	@mkdir -p $(MATRIX)
+	@echo '*' > $@
+
+$(MATRIX)/lowest/.installed: pyproject.toml $(LOWEST) | $(MATRIX)/.gitignore
+	@test -n "$(PYTHON)" || { echo "error: python3.11 (or python3) not found on PATH" >&2; exit 1; }
+	rm -rf $(MATRIX)/lowest
+	$(PYTHON) -m venv $(MATRIX)/lowest
+	$(MATRIX)/lowest/bin/python -m pip install --quiet --upgrade pip
+	$(MATRIX)/lowest/bin/python -m pip install --quiet --constraint $(LOWEST) -e ".[test,dev]"
+	$(MATRIX)/lowest/bin/python -m pip check
+	@touch $@
+
+$(MATRIX)/locked/.installed: pyproject.toml $(LOCK) | $(MATRIX)/.gitignore
+	@test -n "$(PYTHON)" || { echo "error: python3.11 (or python3) not found on PATH" >&2; exit 1; }
+	rm -rf $(MATRIX)/locked
+	$(PYTHON) -m venv $(MATRIX)/locked
+	$(MATRIX)/locked/bin/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(MATRIX)/locked/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(MATRIX)/locked/bin/python -m pip check
+	@touch $@
+
+test-matrix: web $(foreach set,$(MATRIX_SETS),$(MATRIX)/$(set)/.installed)
+	@failed=0; summary=""; \
+	for set in $(MATRIX_SETS); do \
+		for fast in true false; do \
+			echo "== $$set: transport tests, JOBCAST_FAST_TRANSPORT=$$fast"; \
+			status=0; \
+			JOBCAST_FAST_TRANSPORT=$$fast $(MATRIX)/$$set/bin/python -m pytest -m integration \
+				$(TRANSPORT_TESTS) $(ARGS) || status=$$?; \
+			summary="$$summary $$set/fast=$$fast:$$status"; \
+			if [ $$status -eq 5 ]; then echo "error: no tests collected (pytest exit 5)" >&2; fi; \
+			if [ $$status -ne 0 ]; then failed=1; fi; \
+		done; \
+	done; \
+	echo "== test-matrix exits:$$summary"; \
+	exit $$failed
 
 lint: venv
 	$(BIN)/ruff check .
@@ -139,7 +253,8 @@ compose-config:
 
 clean:
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache build dist tests/artifacts
-	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+	find . \( -path ./$(VENV) -o -path ./$(MATRIX) \) -prune -o -name __pycache__ -type d \
+		-exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) node_modules
+	rm -rf $(VENV) $(MATRIX) node_modules
