@@ -16,13 +16,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Only what the package needs (pyproject's readme is README.md).
+# The runtime dependencies first, exactly as requirements/runtime.txt pins them (the versions
+# of the tested lock; pip checks every file against its hash): this layer is rebuilt only
+# when the lock changes.
+COPY requirements/runtime.txt ./requirements/runtime.txt
+RUN pip install --require-hashes -r requirements/runtime.txt
+
+# Then the package alone, without resolving anything again (pyproject's readme is README.md).
 COPY pyproject.toml README.md ./
 COPY workers ./workers
 COPY notifier ./notifier
 COPY api ./api
 COPY --from=web /web/node_modules/socket.io-client/dist ./node_modules/socket.io-client/dist
-RUN pip install . \
+RUN pip install --no-deps . \
+    && pip check \
     && useradd --create-home --uid 10001 --user-group jobcast
 
 USER jobcast
