@@ -1,7 +1,8 @@
 """jobcast's Engine.IO WebSocket transport, looked at from inside the server process.
 
-An in-process uvicorn (with jobcast's WebSocket protocol, as ``python -m api`` runs it)
-serves the product's app on the session's Redis; real python-socketio clients connect to
+An in-process uvicorn (with the WebSocket protocol ``python -m api`` picks: jobcast's on
+the fast path, uvicorn's own with ``JOBCAST_FAST_TRANSPORT=false``) serves the product's
+app on the session's Redis; real python-socketio clients connect to
 it over WebSocket and over long-polling. What is checked is what the transport promises:
 an idle WebSocket connection holds no task of jobcast's or Engine.IO's (only uvicorn's
 own), a fan-out reaches everyone, in order, framed once, and nothing is left behind once
@@ -48,18 +49,19 @@ def server_tasks() -> dict[str, int]:
 async def inprocess(redis_server: Any) -> AsyncIterator[str]:
     from api.factory import create_app
     from notifier.contract.settings import Settings
-    from notifier.transport.serve import WebSocketProtocol
+    from notifier.transport.serve import websocket_protocol
 
+    settings = Settings(_env_file=None)
     port = free_port()
     gc_threshold = gc.get_threshold()  # the notifier tunes the process's GC: put it back
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(Settings(_env_file=None)),
+            create_app(settings),
             host="127.0.0.1",
             port=port,
             log_config=None,
             lifespan="on",
-            ws=WebSocketProtocol,
+            ws=websocket_protocol(settings),
             ws_per_message_deflate=False,
         )
     )
