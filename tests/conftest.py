@@ -6,7 +6,12 @@ the end (SIGTERM, a bounded wait, then SIGKILL). Every integration test (marked
 processes keep running across tests. ``JOBCAST_TEST_REDIS_URL`` points the tests at an
 existing Redis instead of starting one (it is flushed too, and cannot be restarted).
 
-Only fixtures and hooks live here; what tests import is in ``tests/support``.
+Layout: ``tests/unit`` (no ``integration`` marker: ``pytest -m "not integration"``) and
+``tests/integration/<area>`` (each module's ``pytestmark``: ``pytest -m integration``), with
+the areas auth, browser, celery, cli, cluster, delivery, rest, security (its limits in
+``security/limits``, with a server of their own) and transport; a hook below refuses a
+test that is elsewhere or marked against its directory. Only fixtures and hooks live
+here; what tests import is in ``tests/support``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Progress coalescing (``JOBCAST_PROGRESS_MIN_INTERVAL_MS``, default 50 ms).
 
-A real Celery task (``tests.fault_celery_app.hammer``) calls ``report()`` 100,000 times in
-a tight loop, retrying itself half way. The job's history must hold a bounded number of
+A real Celery task (``tests.support.fault_celery_app.hammer``) calls ``report()`` 100,000
+times in a tight loop, retrying itself half way. The job's history must hold a bounded number of
 events (at most one progress per interval per run, plus the status changes); the latest
 value of each run arrives (50 before the retry, 100 before the end); every status change
 (started, retrying, started again) and the terminal event are there, at the subscriber too.
