@@ -60,7 +60,8 @@ $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
-	$(BIN)/python -m pip check
+	@$(BIN)/python -m pip check || { echo "error: $(LOCK) does not satisfy pyproject.toml" \
+		"(or something else installed into $(VENV) conflicts): run make lock" >&2; exit 1; }
 	@touch $(STAMP)
 
 # --- the locks. pip-compile keeps every pin that still fits pyproject.toml and resolves the
