@@ -20,6 +20,7 @@ from __future__ import annotations
 from tests.support.env import EXTERNAL_REDIS_URL, JWT_SECRET, REDIS_PORT, REDIS_URL
 
 # isort: split
+import os
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -191,7 +192,13 @@ TESTS = Path(__file__).resolve().parent
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects: every collected test is checked
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    check_layout(items)
+    if stock_transport():
+        deselect_fast_transport_tests(config, items)
+
+
+def check_layout(items: list[pytest.Item]) -> None:
     misplaced = []
     for item in items:
         marked = item.get_closest_marker("integration") is not None
@@ -208,5 +215,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         raise pytest.UsageError("tests in the wrong place:\n  " + "\n  ".join(misplaced))
 
 
+def stock_transport() -> bool:
+    """The servers these tests start serve through the stock transport path."""
+    setting = os.environ.get("JOBCAST_FAST_TRANSPORT", "true").strip().lower()
+    return setting in ("false", "0", "no", "off")
+
+
+def deselect_fast_transport_tests(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the stock path, tests of the fast path's own mechanics (marked ``fast_transport``)
+    are deselected, not skipped: they ran in the fast phase and assert nothing the stock
+    path promises."""
+    deselected = [item for item in items if item.get_closest_marker("fast_transport")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("fast_transport")]
+
+
 def pytest_report_header() -> list[str]:
-    return [f"jobcast tests: redis {REDIS_URL}"]
+    path = "stock" if stock_transport() else "fast"
+    return [f"jobcast tests: redis {REDIS_URL}, transport path {path}"]

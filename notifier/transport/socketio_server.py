@@ -18,7 +18,8 @@ handlers python-socketio registers (``connect`` and ``message``):
   CLOSE packet (python-engineio's ``disconnect`` would wait for a GET that may never come);
 - binary packets are refused (jobcast speaks JSON) and their attachments dropped;
 - a packet that is not Socket.IO, or an event that is not ``[name, payload]``, is answered
-  ``bad_request`` through ``refuse`` and dropped; the session goes on.
+  ``bad_request`` through ``refuse`` and dropped; the session goes on;
+- an oversized polling POST is answered at once (:meth:`SocketServer.asgi`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+from urllib.parse import parse_qs
 
 import socketio
 from socketio import packet as sio_packet
@@ -43,6 +45,16 @@ _BINARY_PACKETS = (str(sio_packet.BINARY_EVENT), str(sio_packet.BINARY_ACK))
 
 OriginCheck = Callable[[str | None, dict[str, Any]], bool]
 Refuse = Callable[[str, str], Awaitable[None]]
+
+
+def _content_length(scope: dict[str, Any]) -> int:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
 
 
 class Link(Protocol):
@@ -129,6 +141,7 @@ class SocketServer:
         self.path = compat.choose(fast_requested)
         self._refuse = refuse
         self._auth_timeout = auth_timeout
+        self._max_http_buffer_size = max_http_buffer_size
         self._closing: set[asyncio.Task[None]] = set()
         server_class: type[socketio.AsyncServer] = socketio.AsyncServer
         if self.path == compat.FAST:
@@ -167,9 +180,38 @@ class SocketServer:
             return lambda sid: socketio_fast.FastLink(sio, sid, packets)
         return lambda sid: StockLink(sio, sid)
 
-    def asgi(self, other_app: Any) -> socketio.ASGIApp:
-        """Socket.IO at :data:`SOCKETIO_PATH`; everything else goes to ``other_app``."""
-        return socketio.ASGIApp(self.sio, other_asgi_app=other_app, socketio_path=SOCKETIO_PATH)
+    def asgi(self, other_app: Any) -> Any:
+        """Socket.IO at :data:`SOCKETIO_PATH`; everything else goes to ``other_app``.
+
+        A polling POST that announces a body over ``max_http_buffer_size`` is answered 400
+        and its session closed at once, before Engine.IO reads it (python-engineio would
+        close the session too, then wait, with the request, for a GET that may never come).
+        """
+        app = socketio.ASGIApp(self.sio, other_asgi_app=other_app, socketio_path=SOCKETIO_PATH)
+        limit = self._max_http_buffer_size
+
+        async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if (
+                scope["type"] == "http"
+                and scope.get("method") == "POST"
+                and scope.get("path", "").rstrip("/") == SOCKETIO_PATH
+                and _content_length(scope) > limit
+            ):
+                sid = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("sid")
+                if sid:
+                    await self._close_session(sid[0])
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 400,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b"payload too large"})
+                return
+            await app(scope, receive, send)
+
+        return guarded
 
     # --- hardening, on both paths
 

@@ -96,6 +96,7 @@ async def broadcast(http: httpx.AsyncClient, token: str, text: str) -> None:
     assert response.status_code == 200, response.text
 
 
+@pytest.mark.fast_transport  # stock python-engineio runs a writer and a ping task per session
 async def test_idle_websocket_connections_hold_no_task_of_their_own(
     inprocess: str, tokens: Tokens
 ) -> None:
