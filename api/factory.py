@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api.errors import install_handlers
-from api.routes import demo, jobs, websocket
+from api.routes import connections, demo, jobs
 from notifier.contract.settings import Settings, get_settings
 from notifier.core.bus import async_client
 from notifier.core.service import Notifier
@@ -54,7 +54,7 @@ def create_rest_app(settings: Settings | None = None, notifier: Notifier | None 
     )
     install_handlers(app)
     app.include_router(jobs.router)
-    app.include_router(websocket.router)
+    app.include_router(connections.router)
     demo.install(app, settings)  # `/` (the demo page), /static, the demo token API
     if notifier is not None:
         app.router.routes.extend(notifier.routes())
