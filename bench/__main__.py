@@ -1,8 +1,9 @@
 """jobcast's benchmark suite (issue 7): ``bash bench/run.sh [options]`` or
 ``.venv/bin/python -m bench [options]`` (the latter needs ``npm ci`` in bench/ first).
 
-Runs each selected workload against jobcast and the two baselines, each at least twice,
-and writes ``bench/results/<timestamp>.md`` and ``.json``. Progress goes to stderr.
+Runs each selected workload against jobcast (and, with ``--servers ...,jobcast-stock``,
+jobcast on its stock transport path) and the two baselines, each at least twice, and writes
+``bench/results/<timestamp>.md`` and ``.json``. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from typing import Any
 from bench import report
 from bench.servers import (
     BENCH_DIR,
+    JOBCAST_PATHS,
     PROCS,
     BenchError,
     RedisServer,
+    TransportMismatch,
     install_signal_handlers,
     log,
 )
@@ -37,6 +40,7 @@ from bench.workloads import (
     run_population,
     run_stream,
     scaled,
+    verify_transport,
 )
 
 
@@ -54,7 +58,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--servers",
         default="jobcast,naive,node",
-        help="comma-separated servers under test (default: all three)",
+        help="comma-separated servers under test (default: jobcast,naive,node); also "
+        "jobcast-stock: jobcast with JOBCAST_FAST_TRANSPORT=false (the libraries' stock "
+        "transport path; jobcast itself runs the fast path)",
     )
     parser.add_argument(
         "--repeats",
@@ -214,6 +220,7 @@ def main(argv: list[str]) -> int:
     log(f"{len(steps)} runs: {', '.join(w.name for w in workloads)} x {', '.join(servers)} "
         f"x {args.repeats}; logs in {workdir}")  # fmt: skip
     interrupted = False
+    fatal: str | None = None
     try:
         redis.start()
         meta["environment"] = report.environment(redis.version())
@@ -230,6 +237,12 @@ def main(argv: list[str]) -> int:
         )
         if ctx.profile_dir is not None:
             ctx.profile_dir.mkdir(parents=True, exist_ok=True)
+        # Each jobcast server says which transport path it took before anything is measured.
+        meta["transports"] = {}
+        for name in (s for s in servers if s in JOBCAST_PATHS):
+            line = verify_transport(ctx, name)
+            meta["transports"][name] = JOBCAST_PATHS[name]
+            log(f"{name}: transport={JOBCAST_PATHS[name]} ({line.strip()})")
         for i, step in enumerate(steps, 1):
             what = f"{step['label']}" + (f" @ {step['size']}" if step.get("size") else "")
             log(f"[{i}/{len(steps)}] {what} — {step['server']} (repeat {step['repeat']})")
@@ -241,6 +254,8 @@ def main(argv: list[str]) -> int:
                     )  # fmt: skip
                 else:
                     got = run_stream(ctx, step["workload"], step["server"])
+            except TransportMismatch:
+                raise
             except BenchError as exc:
                 failures.append(f"{what} {step['server']} repeat {step['repeat']}: {exc}")
                 log(f"run failed: {exc}")
@@ -255,9 +270,14 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: stopping every process started, writing what was measured")
+    except TransportMismatch as exc:
+        fatal = str(exc)
+        log(f"FATAL, run stopped: {fatal}")
     finally:
         PROCS.stop_all()
         meta["wall_s"] = round(time.monotonic() - started, 1)
+        if fatal:
+            failures.append(f"run stopped: {fatal}")
         meta["failures"] = failures
         meta["interrupted"] = interrupted
         meta.setdefault("environment", report.environment("?"))
@@ -269,6 +289,10 @@ def main(argv: list[str]) -> int:
             log(f"logs kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+        if fatal:
+            log(f"FATAL: {fatal}")
+    if fatal:
+        return 2
     return 130 if interrupted else (1 if failures and not records else 0)
 
 

@@ -1,4 +1,5 @@
-"""The results: medians over the repeats, jobcast/baseline ratios, a markdown table and JSON."""
+"""The results: medians over the repeats, jobcast/baseline ratios (for each jobcast transport
+path), a markdown table and JSON."""
 
 from __future__ import annotations
 
@@ -14,7 +15,20 @@ from typing import Any
 
 from bench.servers import BENCH_DIR, NODE, ROOT
 
-SERVERS = ("jobcast", "naive", "node")
+SERVERS = ("jobcast", "jobcast-stock", "naive", "node")
+#: Servers whose figures are divided by the baselines' (jobcast's two transport paths).
+SUBJECTS = ("jobcast", "jobcast-stock")
+BASELINES = ("naive", "node")
+
+
+def ratio_columns(servers: list[str]) -> list[tuple[str, str]]:
+    """(numerator, denominator) per ratio column: each jobcast path against each baseline
+    in the run, then the stock path against the fast one."""
+    cols = [(a, b) for a in SUBJECTS if a in servers for b in BASELINES if b in servers]
+    if all(s in servers for s in SUBJECTS):
+        cols.append(("jobcast-stock", "jobcast"))
+    return cols
+
 
 # (metric, label, which way is better) per workload kind
 STREAM = [
@@ -221,9 +235,16 @@ def markdown(
         "lower is better (delays, CPU, memory), above 1 where higher is better (events/s).",
         "",
     ]
+    if meta.get("transports"):
+        paths = ", ".join(f"{k} transport={v}" for k, v in meta["transports"].items())
+        lines += [
+            f"jobcast transport paths (start-up log line and /metrics, checked): {paths}; "
+            "jobcast-stock is jobcast with JOBCAST_FAST_TRANSPORT=false.",
+            "",
+        ]
     header = ["workload", "figure", "better", *servers]
-    ratio_cols = [b for b in ("naive", "node") if b in servers and "jobcast" in servers]
-    header += [f"jobcast/{b}" for b in ratio_cols]
+    ratio_cols = ratio_columns(servers)
+    header += [f"{a}/{b}" for a, b in ratio_cols]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|")
     for w in workloads:
@@ -238,7 +259,7 @@ def markdown(
                 if values is None:
                     continue
                 cells = [_fmt(values.get(s)) for s in servers]
-                ratios = [_ratio(values.get("jobcast"), values.get(b)) for b in ratio_cols]
+                ratios = [_ratio(values.get(a), values.get(b)) for a, b in ratio_cols]
                 lines.append("| " + " | ".join([label, title, better, *cells, *ratios]) + " |")
     lines += ["", "Workloads:", ""]
     for w in workloads:

@@ -37,6 +37,16 @@ class BenchError(RuntimeError):
     """A run could not be carried out (a process died, a deadline passed)."""
 
 
+class TransportMismatch(BenchError):
+    """A jobcast server serves through another transport path than its name says: every
+    figure of the run would be mislabelled, so the whole run stops."""
+
+
+#: jobcast's servers under test and the transport path each must serve through
+#: (``JOBCAST_FAST_TRANSPORT``; checked in the start-up log and ``/metrics``).
+JOBCAST_PATHS = {"jobcast": "fast", "jobcast-stock": "stock"}
+
+
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -358,7 +368,19 @@ class Server:
     jobcast_app: str = "api"  # jobcast only: "api" (composed app) or "notifier"
     burst_batch: int = 100
     burst_connections: int = 2
+    #: jobcast only: log the start-up line (``notifier.core.service`` at INFO, which also
+    #: logs every connection; the measured runs keep WARNING and read ``/metrics``).
+    announce: bool = False
     instances: list[Instance] = field(default_factory=list)
+
+    @property
+    def is_jobcast(self) -> bool:
+        return self.name in JOBCAST_PATHS
+
+    @property
+    def transport_path(self) -> str | None:
+        """The transport path this server must serve through (jobcast only)."""
+        return JOBCAST_PATHS.get(self.name)
 
     @property
     def pids(self) -> list[int]:
@@ -376,11 +398,18 @@ class Server:
             JOBCAST_LOG_LEVEL="WARNING",
             PYTHONUNBUFFERED="1",
         )
+        if self.transport_path is not None:
+            env["JOBCAST_FAST_TRANSPORT"] = "true" if self.transport_path == "fast" else "false"
+            if self.announce:
+                env["JOBCAST_LOG_LEVELS"] = "notifier.core.service=INFO"
         env.pop("PYTHONPATH", None)
         return env
 
+    def log_path(self, inst: Instance) -> Path:
+        return self.logdir / f"{self.name}-{inst.port}.log"
+
     def _argv(self, port: int) -> list[str]:
-        if self.name == "jobcast":
+        if self.is_jobcast:
             return [PYTHON, "-m", self.jobcast_app, "--host", HOST, "--port", str(port)]
         if self.name == "naive":
             return [
@@ -401,12 +430,12 @@ class Server:
                 self._argv(port),
                 env=self._env(),
                 # not the work tree: a developer's .env there must not change the server
-                cwd=self.logdir if self.name == "jobcast" else ROOT,
+                cwd=self.logdir if self.is_jobcast else ROOT,
                 stdout=logfile,
                 stderr=subprocess.STDOUT,
             )
             self.instances.append(Instance(proc, port))
-        health = "/readyz" if self.name == "jobcast" else "/healthz"
+        health = "/readyz" if self.is_jobcast else "/healthz"
         deadline = time.monotonic() + timeout
         for inst in self.instances:
             while True:
@@ -424,7 +453,47 @@ class Server:
                 if time.monotonic() > deadline:
                     raise BenchError(f"{self.name} on port {inst.port} not ready in {timeout}s")
                 time.sleep(0.1)
+        if self.transport_path is not None:
+            for inst in self.instances:
+                self.check_metrics_path(inst)
         return self.instances
+
+    def _mismatch(self, inst: Instance, saw: str) -> TransportMismatch:
+        return TransportMismatch(
+            f"{self.name} on port {inst.port} must serve through transport={self.transport_path}"
+            f" but {saw}; see {self.log_path(inst)}"
+        )
+
+    def check_metrics_path(self, inst: Instance) -> None:
+        """``jobcast_transport_info{path="..."}`` in ``/metrics`` is this server's path."""
+        try:
+            with urllib.request.urlopen(inst.url + "/metrics", timeout=10) as response:
+                text = response.read().decode()
+        except (urllib.error.URLError, OSError) as exc:
+            raise self._mismatch(inst, f"its /metrics did not answer ({exc!r})") from exc
+        paths = [
+            line.split('path="', 1)[1].split('"', 1)[0]
+            for line in text.splitlines()
+            if line.startswith("jobcast_transport_info{") and 'path="' in line
+        ]
+        if paths != [self.transport_path]:
+            raise self._mismatch(inst, f"its /metrics has jobcast_transport_info paths {paths}")
+
+    def check_log_path(self, inst: Instance, timeout: float = 10.0) -> str:
+        """The start-up line with ``transport=`` in the instance's log (``announce``), which
+        must name this server's path; returns that line."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log_path(inst).read_text(errors="replace")
+            lines = [line for line in text.splitlines() if "transport=" in line]
+            if lines or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        words = [line.split("transport=", 1)[1].split() or [""] for line in lines]
+        paths = [w[0].strip("\"',") for w in words]
+        if paths != [self.transport_path]:
+            raise self._mismatch(inst, f"its log's transport= lines are {lines or 'missing'}")
+        return lines[0]
 
     def stop(self) -> None:
         # Measurement is over: a graceful shutdown gets a few seconds, then SIGKILL (uvicorn
@@ -443,12 +512,12 @@ class Server:
             ]
         else:
             params: dict[str, Any] = {
-                "mode": self.name,
+                "mode": "jobcast" if self.is_jobcast else self.name,
                 "redisUrl": self.redis.url,
                 "burstBatch": self.burst_batch,
                 "burstConnections": self.burst_connections,
             }
-            if self.name == "jobcast" and self.jobcast_app == "api" and self.instances:
+            if self.is_jobcast and self.jobcast_app == "api" and self.instances:
                 params["apiUrl"] = self.instances[0].url
             argv = [PYTHON, "-m", "bench.producer", json.dumps(params)]
         child = LineChild(f"producer:{self.name}", argv, env=self._env())

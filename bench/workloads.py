@@ -99,7 +99,7 @@ class Context:
         self.runs += 1
         return f"r{self.runs}-"
 
-    def server(self, name: str) -> Server:
+    def server(self, name: str, *, announce: bool = False) -> Server:
         return Server(
             name,
             self.redis,
@@ -108,6 +108,7 @@ class Context:
             jobcast_app=self.jobcast_app,
             burst_batch=self.burst_batch,
             burst_connections=self.burst_connections,
+            announce=announce,
         )
 
 
@@ -116,13 +117,14 @@ class Context:
 
 @contextlib.contextmanager
 def profiled(ctx: Context, server: Server, label: str) -> Iterator[None]:
-    """py-spy on each jobcast process while the block runs (with ``--profile``)."""
+    """py-spy on each jobcast process (either transport path) while the block runs (with
+    ``--profile``)."""
     profilers: list[Profiler] = []
-    if ctx.profile_dir is not None and server.name == "jobcast":
+    if ctx.profile_dir is not None and server.is_jobcast:
         for inst in server.instances:
-            path = ctx.profile_dir / f"{label}-jobcast-{inst.port}.txt"
+            path = ctx.profile_dir / f"{label}-{server.name}-{inst.port}.txt"
             profilers.append(Profiler(inst.pid, path))
-            log(f"profiling jobcast:{inst.port} into {path}")
+            log(f"profiling {server.name}:{inst.port} into {path}")
     try:
         yield
     finally:
@@ -137,6 +139,19 @@ def started(ctx: Context, name: str, instances: int) -> Iterator[Server]:
     try:
         server.start(instances)
         yield server
+    finally:
+        server.stop()
+
+
+def verify_transport(ctx: Context, name: str) -> str:
+    """Start jobcast server ``name`` once with its start-up line logged and check that the
+    line and ``/metrics`` name the transport path ``name`` stands for (TransportMismatch
+    otherwise); returns the line. Every measured run checks ``/metrics`` again."""
+    ctx.redis.flush()
+    server = ctx.server(name, announce=True)
+    try:
+        (inst,) = server.start(1)
+        return server.check_log_path(inst)
     finally:
         server.stop()
 
