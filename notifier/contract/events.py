@@ -318,10 +318,6 @@ class StreamEvent:
         msg.update(extra)
         return msg
 
-    @property
-    def terminal(self) -> bool:
-        return self.route == "owner" and self.job_id != ""
-
 
 # --- result payloads
 

@@ -152,7 +152,7 @@ def test_stream_event_round_trip() -> None:
     }
     read = StreamEvent.from_entry("1700000000000-3", fields)
     assert read.key == (1700000000000, 3)
-    assert read.terminal
+    assert events.is_terminal(read.message())
     assert read.message() == {**event.message, "eventId": "1700000000000-3"}
     assert read.message(snapshot=True)["snapshot"] is True
 
@@ -162,7 +162,7 @@ def test_broadcast_stream_event_is_not_terminal() -> None:
     read = StreamEvent.from_entry(
         "5-0", {"r": "all", "t": event.type, "p": json.dumps(event.message)}
     )
-    assert not read.terminal
+    assert not events.is_terminal(read.message())
     assert read.job_id == ""
 
 
