@@ -33,13 +33,12 @@ import httpx
 import pytest
 
 from notifier.client import JobcastClient
-from notifier.contract.events import parse_event_id
+from notifier.contract.events import TERMINAL_TYPES, parse_event_id
 from tests.support.env import REPO, child_env, free_port
 from tests.support.processes import START_TIMEOUT, log_tail, running_worker, stop_process
 from tests.support.waiting import wait_until, wait_until_async
 
 INBOX_TYPES = ("job_completed", "job_error", "system_notification", "maintenance_notification")
-TERMINAL_TYPES = ("job_completed", "job_error")
 
 
 def key(event_id: str) -> tuple[int, int]:

@@ -17,7 +17,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,7 +25,7 @@ import httpx
 import socketio
 import websockets
 
-from notifier.contract.events import parse_event_id
+from notifier.contract.events import TERMINAL_TYPES, parse_event_id
 from notifier.edge.auth import mint_token
 from tests.support.waiting import wait_until_async
 
@@ -34,7 +34,6 @@ TIMEOUT = 20.0
 SOCKETIO_PATH = "/ws/job-status"
 NATIVE_PATH = "/ws/job-status-native"
 JOB_MESSAGE_TYPES = ("job_status_update", "job_completed", "job_error")
-TERMINAL_TYPES = ("job_completed", "job_error")
 
 Predicate = Callable[[dict[str, Any]], bool]
 
@@ -558,7 +557,7 @@ async def wait_job_status(
     http: httpx.AsyncClient,
     token: str,
     job_id: str,
-    statuses: tuple[str, ...],
+    statuses: Collection[str],
     within: float = TIMEOUT,
 ) -> dict[str, Any]:
     """Poll ``GET /api/v1/jobs/{id}`` (bounded) until its status is one of ``statuses``."""

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from notifier.contract import keys
+from notifier.contract.events import TERMINAL_TYPES
 from tests.support.browser_helpers import (
     ARTIFACTS,
     NODE_MODULES,
@@ -122,7 +123,7 @@ def assert_clean_history(messages: list[dict[str, Any]], job_id: str) -> None:
         if m["type"] == "job_status_update" and isinstance(m["data"].get("progress"), (int, float))
     ]
     assert progress == sorted(progress), f"progress went backwards: {progress}"
-    terminal = [m for m in messages if m["type"] in ("job_completed", "job_error")]
+    terminal = [m for m in messages if m["type"] in TERMINAL_TYPES]
     assert len(terminal) <= 1, f"more than one terminal message: {terminal}"
 
 

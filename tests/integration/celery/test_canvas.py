@@ -71,7 +71,7 @@ async def check_one_job(
     assert_monotonic(progress)
     assert progress[-1] == 100
     # The aggregate's ETA: estimated on the way (members take long enough to measure a
-    # rate over workers.aggregate.ETA_WINDOW_MS), 0 at the end.
+    # rate over WINDOW in notifier/contract/lua/canvas_aggregate.lua), 0 at the end.
     updates = [e["data"] for e in events if e["type"] == "job_status_update"]
     assert any(u.get("etaSeconds", 0) > 0 for u in updates), updates
     assert all(u["etaSeconds"] == 0 for u in updates if u.get("progress") == 100)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from notifier.contract.events import TERMINAL_STATES
 from tests.support.helpers import (
     bearer,
     get_job,
@@ -18,12 +19,10 @@ from tests.support.helpers import (
 
 pytestmark = pytest.mark.integration
 
-FINISHED = ("completed", "failed", "cancelled")
-
 
 async def finished_job(http: Any, token: str, **body: Any) -> str:
     job_id = await start_job(http, token, sections=1, secondsPerSection=0, **body)
-    await wait_job_status(http, token, job_id, FINISHED)
+    await wait_job_status(http, token, job_id, TERMINAL_STATES)
     return job_id
 
 

@@ -6,11 +6,10 @@ from typing import Any
 
 import pytest
 
+from notifier.contract.events import TERMINAL_STATES
 from tests.support.helpers import bearer, job_events, start_job, wait_job_status
 
 pytestmark = pytest.mark.integration
-
-FINISHED = ("completed", "failed", "cancelled")
 
 
 @pytest.mark.parametrize(
@@ -41,7 +40,7 @@ async def test_list_jobs_newest_first_and_only_mine(http: Any, tokens: Any) -> N
     second = await start_job(http, tokens.alice, topic="two", sections=1, secondsPerSection=0)
     theirs = await start_job(http, tokens.bob, topic="bob's", sections=1, secondsPerSection=0)
     for job_id in (first, second):
-        await wait_job_status(http, tokens.alice, job_id, FINISHED)
+        await wait_job_status(http, tokens.alice, job_id, TERMINAL_STATES)
 
     response = await http.get("/api/v1/jobs", headers=bearer(tokens.alice))
     assert response.status_code == 200, response.text
@@ -60,7 +59,7 @@ async def test_list_jobs_newest_first_and_only_mine(http: Any, tokens: Any) -> N
 
 async def test_job_events_after_an_id(http: Any, tokens: Any) -> None:
     job_id = await start_job(http, tokens.alice, topic="history", sections=2, secondsPerSection=0)
-    await wait_job_status(http, tokens.alice, job_id, FINISHED)
+    await wait_job_status(http, tokens.alice, job_id, TERMINAL_STATES)
 
     history = await job_events(http, tokens.alice, job_id)
     assert history[0]["data"]["status"] == "queued"
