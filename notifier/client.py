@@ -21,7 +21,7 @@ import socketio
 
 from notifier.contract.endpoints import SOCKETIO_PATH
 from notifier.contract.events import is_terminal, parse_event_id
-from notifier.transport.client_session import close_leftover_http
+from notifier.transport.client_session import close_client
 
 _SEEN_LIMIT = 10_000
 
@@ -68,8 +68,9 @@ class JobcastClient:
         )
 
     async def close(self) -> None:
-        await self._sio.disconnect()
-        await close_leftover_http(self._sio)
+        """Disconnect (without waiting out a pending long-poll) and close the HTTP session;
+        never raises, and each of its waits lasts 10 s at most."""
+        await close_client(self._sio, 10.0)
 
     @property
     def transport(self) -> str:

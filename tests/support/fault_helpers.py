@@ -284,18 +284,6 @@ class RecordingClient(JobcastClient):
             if m.get("type") in types and "eventId" in m and not m.get("snapshot")
         ]
 
-    async def close(self) -> None:
-        """Disconnect, without waiting for a pending long-poll (as ``SioClient.close``)."""
-        eio = self._sio.eio
-        polling = eio.state == "connected" and eio.current_transport == "polling"
-        disconnect = asyncio.ensure_future(super().close())
-        with contextlib.suppress(Exception):
-            if polling:
-                await wait_until_async(lambda: eio.write_loop_task is None, 10)
-                if eio.http is not None:
-                    await eio.http.close()
-            await asyncio.wait_for(disconnect, 10)
-
 
 async def connect_all(clients: Sequence[RecordingClient], within: float = 20.0) -> None:
     """Connect each client (a few at a time) and wait for every welcome."""

@@ -27,6 +27,7 @@ import websockets
 
 from notifier.contract.events import TERMINAL_TYPES, parse_event_id
 from notifier.edge.auth import mint_token
+from notifier.transport.client_session import close_client
 from tests.support.waiting import wait_until_async
 
 #: Generous bound for anything a test waits for (clear failure instead of a hang).
@@ -242,26 +243,9 @@ class SioClient(Recorder):
         return await self.sio.call(kind, payload if payload is not None else {}, timeout=TIMEOUT)
 
     async def close(self) -> None:
-        eio = self.sio.eio
-        polling = eio.state == "connected" and eio.current_transport == "polling"
-        disconnect = asyncio.ensure_future(self.sio.disconnect())
-        with contextlib.suppress(Exception):
-            if polling:
-                # The disconnect posts DISCONNECT and CLOSE, then waits for the pending
-                # long-poll GET, which the server answers only at its next ping (interval
-                # + timeout). Once the CLOSE is out (the write loop has ended), abort that
-                # GET as a browser does, by closing the client's HTTP session.
-                await wait_until_async(lambda: eio.write_loop_task is None, TIMEOUT)
-                if eio.http is not None:
-                    await eio.http.close()
-            await asyncio.wait_for(disconnect, TIMEOUT)
-        # After the server ended a polling session (too large, slow consumer, ...),
-        # python-engineio's client stays "disconnecting", its aiohttp session open, until
-        # its read loop ends: closed here, not left to the garbage collector (whose
-        # ResourceWarning would fail whichever test is running then).
-        if eio.http is not None and not eio.http.closed:
-            with contextlib.suppress(Exception):
-                await eio.http.close()
+        """Disconnect without waiting out a pending long-poll; the HTTP session is closed
+        (see :func:`notifier.transport.client_session.close_client`)."""
+        await close_client(self.sio, TIMEOUT)
 
 
 async def connect_sio(
