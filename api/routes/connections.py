@@ -1,16 +1,26 @@
-"""``/api/v1/websocket``: connection statistics, user status, admin broadcasts."""
+"""``/api/v1/websocket``: connection statistics, user status, admin broadcasts and channel
+messages."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import redis
-from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Path, Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.deps import AdminUser, CurrentUser, Redis
 from api.errors import ApiError
-from notifier.contract.events import Event, maintenance_notification, system_notification
+from notifier.contract.events import (
+    CHANNEL_DATA_MAX_BYTES,
+    CHANNEL_MESSAGE_MAX_CHARS,
+    CHANNELS,
+    Event,
+    channel_message,
+    dumps,
+    maintenance_notification,
+    system_notification,
+)
 from notifier.core import bus, stats
 
 router = APIRouter(prefix="/api/v1/websocket", tags=["websocket"])
@@ -29,6 +39,35 @@ class MaintenanceBroadcast(BaseModel):
     message: str = Field(min_length=1, max_length=2000)
     startsAt: int | None = Field(default=None, ge=0, description="Epoch milliseconds")
     durationMinutes: int | None = Field(default=None, ge=0, le=7 * 24 * 60)
+
+
+class ChannelBroadcast(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    message: str = Field(min_length=1, max_length=CHANNEL_MESSAGE_MAX_CHARS)
+    level: Literal["info", "warning", "error", "critical"] = "info"
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"Any JSON object, at most {CHANNEL_DATA_MAX_BYTES} bytes as JSON",
+    )
+
+    @field_validator("data")
+    @classmethod
+    def _data_fits(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(dumps(value).encode())
+        if size > CHANNEL_DATA_MAX_BYTES:
+            raise ValueError(f"is {size} bytes as JSON; at most {CHANNEL_DATA_MAX_BYTES}")
+        return value
+
+
+async def known_channel(name: Annotated[str, Path(description="A channel")]) -> str:
+    """The channel named in the path, or 404 ``channel_not_found`` (before the body is read)."""
+    if name not in CHANNELS:
+        raise ApiError(404, "channel_not_found", f"Unknown channel; one of {', '.join(CHANNELS)}")
+    return name
+
+
+Channel = Annotated[str, Depends(known_channel)]
 
 
 def _user_id_out(user_id: str) -> str | int:
@@ -83,3 +122,15 @@ async def broadcast_maintenance(
     )
     data = await _broadcast(request, client, event)
     return {"message": "Maintenance notification sent", "data": data}
+
+
+@router.post(
+    "/broadcast/channel/{name}",
+    summary="Send a channel_message to the subscribers of a channel (ADMIN)",
+)
+async def broadcast_channel(
+    _: AdminUser, channel: Channel, body: ChannelBroadcast, request: Request, client: Redis
+) -> dict[str, Any]:
+    event = channel_message(channel, body.message, body.level, body.data)
+    data = await _broadcast(request, client, event)
+    return {"message": "Channel message sent", "data": {**data, "channel": channel}}

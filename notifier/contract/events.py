@@ -45,6 +45,11 @@ LEVELS = ("info", "warning", "error", "critical")
 
 # --- channels a connection may subscribe to; the value is the role it needs (None: anyone)
 CHANNELS: dict[str, str | None] = {"notifications": None, "maintenance": None, "ops": "ADMIN"}
+#: The operators' channel: its subscribers also get every ``job_error`` of every user.
+OPS = "ops"
+#: Limits of a ``channel_message``: its text in characters, its ``data`` as JSON in bytes.
+CHANNEL_MESSAGE_MAX_CHARS = 2000
+CHANNEL_DATA_MAX_BYTES = 16384
 
 #: How an event is routed: ``job`` to the job's subscribers; ``owner`` to every connection
 #: of the job's owner and to the subscribers; ``all`` to every connection; ``channel`` to
@@ -226,6 +231,40 @@ def maintenance_notification(
         msg["durationMinutes"] = duration_minutes
     msg["timestamp"] = now_ms()
     return Event(route="all", message=msg)
+
+
+def channel_message(
+    channel: str, message: str, level: str = "info", data: dict[str, Any] | None = None
+) -> Event:
+    """A ``channel_message`` to the subscribers of ``channel``.
+
+    Raises ``ValueError`` for an unknown channel or level, an empty or too long message,
+    ``data`` that is not a JSON object or whose JSON exceeds ``CHANNEL_DATA_MAX_BYTES``
+    (``TypeError`` when it is not JSON at all).
+    """
+    if not isinstance(channel, str) or channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}; expected one of {tuple(CHANNELS)}")
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; expected one of {LEVELS}")
+    if not isinstance(message, str) or not message:
+        raise ValueError("message must be a non-empty string")
+    if len(message) > CHANNEL_MESSAGE_MAX_CHARS:
+        raise ValueError(f"message is longer than {CHANNEL_MESSAGE_MAX_CHARS} characters")
+    payload = {} if data is None else data
+    if not isinstance(payload, dict):
+        raise ValueError("data must be a JSON object")
+    size = len(dumps(payload).encode())
+    if size > CHANNEL_DATA_MAX_BYTES:
+        raise ValueError(f"data is {size} bytes as JSON; at most {CHANNEL_DATA_MAX_BYTES}")
+    msg = {
+        "type": CHANNEL_MESSAGE,
+        "channel": channel,
+        "message": message,
+        "level": level,
+        "data": payload,
+        "timestamp": now_ms(),
+    }
+    return Event(route="channel", message=msg, channel=channel)
 
 
 def clamp_progress(progress: float) -> float:

@@ -31,6 +31,13 @@ def user_inbox(user_id: str) -> str:
     return f"{PREFIX}:user:{user_id}:inbox"
 
 
+def user_channel_events(user_id: str) -> str:
+    """Sorted set of the ids of the channel messages delivered live while one of the user's
+    connections was subscribed to their channel, scored by time (ms): the only channel
+    messages a replay gives the user."""
+    return f"{PREFIX}:user:{user_id}:channel-events"
+
+
 def job_events(job_id: str) -> str:
     """Stream of one job's events, same ids as EVENTS (REST catch-up)."""
     return f"{PREFIX}:job:{job_id}:events"

@@ -4,6 +4,7 @@ Socket.IO and native WebSocket connections are both :class:`Connection` objects 
 ``send`` callable; the hub indexes them by user, job and channel and decides, with plain
 set logic, who receives each event read from the stream. Each connection gets each event
 at most once, and never an event of a job older than what it has already seen of it.
+Subscribers of the ``ops`` channel also get every ``job_error``, whoever owns the job.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from notifier.contract.events import StreamEvent, parse_event_id
+from notifier.contract.events import JOB_ERROR, OPS, StreamEvent, parse_event_id
 from notifier.edge.auth import Principal
 from notifier.edge.limits import RateLimiter
 
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 
 Sender = Callable[[dict[str, Any], int], bool]
 Closer = Callable[[int, str], None]
+#: Told, for each channel message dispatched, which users had a connection subscribed.
+ChannelHook = Callable[[StreamEvent, set[str]], None]
 
 #: Size assumed for small messages built on the server (answers, snapshots).
 SMALL = 256
@@ -94,6 +97,8 @@ class Hub:
         self.by_job: defaultdict[str, set[Connection]] = defaultdict(set)
         self.by_channel: defaultdict[str, set[Connection]] = defaultdict(set)
         self.delivered = 0
+        #: Records who held a channel message's channel (the replay rule, ``recovery.py``).
+        self.on_channel: ChannelHook | None = None
 
     # --- membership
 
@@ -157,12 +162,14 @@ class Hub:
 
     def recipients(self, event: StreamEvent) -> Iterable[Connection]:
         """Who gets ``event``: a pure function of the indexes."""
-        if event.route == "job":
+        if event.route == "job" and event.type != JOB_ERROR:  # progress: the hot path
             return self.by_job.get(event.job_id, ())
-        if event.route == "owner":
-            owner = self.by_user.get(event.user_id, set())
-            subscribers = self.by_job.get(event.job_id, set())
-            return owner | subscribers if subscribers else owner
+        if event.route in ("job", "owner"):
+            return _job_recipients(
+                self.by_job.get(event.job_id),
+                self.by_user.get(event.user_id) if event.route == "owner" else None,
+                self.by_channel.get(OPS) if event.type == JOB_ERROR else None,
+            )
         if event.route == "all":
             return self.connections.values()
         if event.route == "channel":
@@ -179,6 +186,8 @@ class Hub:
             key, size = event.key, _size(event)
             for conn in list(targets):
                 self._deliver(conn, event, message, key, size)
+            if event.route == "channel" and self.on_channel is not None:
+                self.on_channel(event, {conn.user_id for conn in targets})
 
     def _deliver(
         self,
@@ -216,6 +225,21 @@ class Hub:
             conn.cursors[job_id] = key
         if conn.send(message, size):
             self.delivered += 1
+
+
+def _job_recipients(
+    subscribers: set[Connection] | None,
+    owner: set[Connection] | None,
+    ops: set[Connection] | None,
+) -> Iterable[Connection]:
+    """A job event's recipients: the job's subscribers, the owner's connections (``owner``
+    route), the ``ops`` subscribers (``job_error``); one set, so each connection once."""
+    groups = [group for group in (subscribers, owner, ops) if group]
+    if not groups:
+        return ()
+    if len(groups) == 1:
+        return groups[0]  # the index itself: dispatch iterates over a copy
+    return set().union(*groups)
 
 
 def _size(event: StreamEvent) -> int:

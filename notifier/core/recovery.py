@@ -2,12 +2,19 @@
 
 Both read the user's inbox (terminal events of their jobs) and the broadcast stream; the
 entries carry the ids of the event stream, so the two merge into one ordered history.
+
+The broadcast stream also holds the channel messages. A user is replayed a channel message
+only if they held a subscription to its channel when it was published: when a notifier
+dispatches a channel message, it records its id for every user with a connection
+subscribed to the channel (:func:`remember_channel_event`, in
+``keys.user_channel_events``), and the replay keeps exactly the recorded ones.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -49,10 +56,24 @@ class Recovery:
     async def _history(self, user_id: str, after: str) -> list[StreamEvent]:
         start = max(after, self._floor(), key=parse_event_id)
         inbox = await self._redis.xrange(keys.user_inbox(user_id), min=f"({start}", count=self._cap)
-        shared = await self._redis.xrange(keys.BROADCASTS, min=f"({start}", count=self._cap)
+        shared = stream_events(
+            await self._redis.xrange(keys.BROADCASTS, min=f"({start}", count=self._cap)
+        )
+        held: set[str] = set()
+        if any(event.route == "channel" for event in shared):
+            held = await self._held(user_id, parse_event_id(start)[0])
         mine = stream_events(inbox)
-        everyone = (event for event in stream_events(shared) if event.route == "all")
+        everyone = (
+            event
+            for event in shared
+            if event.route == "all" or (event.route == "channel" and event.event_id in held)
+        )
         return list(heapq.merge(mine, everyone, key=lambda e: e.key))
+
+    async def _held(self, user_id: str, since_ms: int) -> set[str]:
+        """Ids of the channel messages the user held a subscription for, from ``since_ms``."""
+        ids = await self._redis.zrangebyscore(keys.user_channel_events(user_id), since_ms, "+inf")
+        return {text(event_id) for event_id in ids}
 
     async def _resumable(self, user_id: str, last_event_id: str) -> bool:
         try:
@@ -74,8 +95,33 @@ class Recovery:
         for stream in (keys.EVENTS, keys.user_inbox(user_id), keys.BROADCASTS):
             found = await self._redis.xrange(stream, min=event_id, max=event_id)
             for event in stream_events(found):
-                return event.user_id == user_id or event.route in ("all", "channel")
+                if event.route == "channel":
+                    held = keys.user_channel_events(user_id)
+                    return await self._redis.zscore(held, event_id) is not None
+                return event.user_id == user_id or event.route == "all"
         return False
+
+
+async def remember_channel_event(
+    client: aioredis.Redis,
+    event: StreamEvent,
+    users: Iterable[str],
+    *,
+    retention_seconds: int,
+    cap: int,
+) -> None:
+    """Record that ``users`` held ``event``'s channel when it was dispatched (kept for the
+    retention window, at most ``cap`` per user, like the inbox)."""
+    ms = event.key[0]
+    floor = ms - retention_seconds * 1000
+    async with client.pipeline(transaction=False) as pipe:
+        for user in users:
+            key = keys.user_channel_events(user)
+            pipe.zadd(key, {event.event_id: ms})
+            pipe.zremrangebyscore(key, "-inf", f"({floor}")
+            pipe.zremrangebyrank(key, 0, -(cap + 1))
+            pipe.expire(key, retention_seconds)
+        await pipe.execute()
 
 
 def _newer(a: str, b: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -9,12 +10,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from notifier.contract.events import CHANNELS, now_ms, parse_event_id
+from notifier.contract.events import CHANNELS, StreamEvent, now_ms, parse_event_id
 from notifier.contract.settings import Settings
 from notifier.core import store
 from notifier.core.hub import Connection, Hub
 from notifier.core.outbox import CLOSE_POLICY, CLOSE_TOO_BIG
 from notifier.core.presence import Presence
+from notifier.core.recovery import remember_channel_event
 from notifier.core.sessions import Sessions
 from notifier.edge.auth import AuthError, Principal, TokenVerifier
 from notifier.edge.limits import Verdict
@@ -107,6 +109,32 @@ class Commands:
             "ack": self.ack,
             "refresh_token": self.refresh_token,
         }
+        self._background: set[asyncio.Task[None]] = set()
+        hub.on_channel = self.channel_dispatched
+
+    def channel_dispatched(self, event: StreamEvent, users: set[str]) -> None:
+        """Record, in the background, who held the channel of a channel message just
+        dispatched: only they are replayed it (``recovery.py``)."""
+        if not users:
+            return
+        task = asyncio.get_running_loop().create_task(self._remember(event, users))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _remember(self, event: StreamEvent, users: set[str]) -> None:
+        try:
+            await remember_channel_event(
+                self.redis,
+                event,
+                users,
+                retention_seconds=self.settings.retention_seconds,
+                cap=self.settings.inbox_max_events,
+            )
+        except Exception as exc:
+            log.warning(
+                "channel subscribers not recorded; no replay of this message",
+                extra={"event_id": event.event_id, "error": str(exc)},
+            )
 
     async def handle(self, conn: Connection, msg: Any) -> dict[str, Any] | None:
         """Handle one client message. Every answer is sent to the connection; the first one
@@ -226,6 +254,9 @@ class Commands:
         if principal.user_id != conn.user_id:
             raise ClientError("invalid_token", "the new token is for another user")
         conn.principal = principal
+        if not principal.is_admin:  # a role dropped by the new token ends what needed it
+            for channel in [c for c in conn.channels if CHANNELS.get(c) == "ADMIN"]:
+                self.hub.leave_channel(conn, channel)
         self.sessions.watch(conn)
         expires = principal.expires_at
         return self._answer(
