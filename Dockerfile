@@ -16,19 +16,22 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The runtime dependencies first, exactly as requirements/runtime.txt pins them (the versions
-# of the tested lock; pip checks every file against its hash): this layer is rebuilt only
-# when the lock changes.
+# The dependencies of jobcast and of its server and flower extras first, exactly as
+# requirements/runtime.txt pins them (the versions of the tested lock; pip checks every file
+# against its hash): this layer is rebuilt only when the lock changes.
 COPY requirements/runtime.txt ./requirements/runtime.txt
 RUN pip install --require-hashes -r requirements/runtime.txt
 
-# Then the package alone, without resolving anything again (pyproject's readme is README.md).
+# Then the package with those extras (pyproject's readme is README.md): its wheel, installed
+# with --no-index, so the install fails rather than fetch anything runtime.txt does not pin.
 COPY pyproject.toml README.md ./
 COPY workers ./workers
 COPY notifier ./notifier
 COPY api ./api
 COPY --from=web /web/node_modules/socket.io-client/dist ./node_modules/socket.io-client/dist
-RUN pip install --no-deps . \
+RUN pip wheel --no-deps --wheel-dir /tmp/dist . \
+    && pip install --no-index --find-links /tmp/dist "jobcast[server,flower]" \
+    && rm -rf /tmp/dist build \
     && pip check \
     && useradd --create-home --uid 10001 --user-group jobcast
 

@@ -15,9 +15,11 @@ STAMP  := $(VENV)/.installed
 WEB_STAMP := node_modules/.jobcast-installed
 ARGS   ?=
 
-# Hashed pins (pip-compile --generate-hashes): LOCK for .venv (runtime + test + dev extras),
-# RUNTIME_LOCK for the image (runtime only, the same versions). LOWEST pins every direct
-# dependency to its lower bound in pyproject.toml (made from it: see $(LOWEST) below).
+# Hashed pins (pip-compile --generate-hashes): LOCK for .venv (the base dependencies and the
+# server, flower, test and dev extras), RUNTIME_LOCK for the image (base, server and flower;
+# the same versions). LOWEST pins every direct dependency to its lower bound in
+# pyproject.toml (made from it: see $(LOWEST) below). The base install (`pip install
+# jobcast`) is the producer side alone: what a Celery worker needs to report progress.
 LOCK         := requirements/lock.txt
 RUNTIME_LOCK := requirements/runtime.txt
 LOWEST       := requirements/lowest.txt
@@ -49,17 +51,21 @@ help:
 	@echo "make venv|clean|distclean"
 
 # --- set-up: .venv with exactly the versions of $(LOCK) (pip checks every file against its
-# hash), then the package itself (editable, no dependencies of its own choosing, built with
-# the locked setuptools). Reinstalls
-# when pyproject.toml or the lock changes (the stamp is older than either). `pip check`
-# fails when the lock no longer satisfies pyproject.toml: run `make lock`.
+# hash), then the package itself with the extras .venv runs (editable, built with the
+# locked setuptools; --no-index: every dependency of the package and of those extras must
+# already be there, from the lock, or the install fails). Reinstalls when pyproject.toml or
+# the lock changes (the stamp is older than either). Either failure (the install, `pip
+# check`) means the lock no longer satisfies pyproject.toml: run `make lock`.
+VENV_EXTRAS := server,flower,test,dev
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -n "$(PYTHON)" || { echo "error: python3.11 (or python3) not found on PATH" >&2; exit 1; }
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --no-index --no-build-isolation -e ".[$(VENV_EXTRAS)]" \
+		|| { echo "error: $(LOCK) does not satisfy pyproject.toml: run make lock" >&2; exit 1; }
 	@$(BIN)/python -m pip check || { echo "error: $(LOCK) does not satisfy pyproject.toml" \
 		"(or something else installed into $(VENV) conflicts): run make lock" >&2; exit 1; }
 	@touch $(STAMP)
@@ -73,21 +79,22 @@ lock:
 	@test -n "$(PYTHON)" || { echo "error: python3.11 (or python3) not found on PATH" >&2; exit 1; }
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	@test -x $(BIN)/pip-compile || $(BIN)/python -m pip install --quiet "pip-tools>=7.6.1,<8"
-	$(BIN)/pip-compile $(PIP_COMPILE_FLAGS) --extra test --extra dev $(ARGS) \
-		--output-file $(LOCK) pyproject.toml
-	$(BIN)/pip-compile $(PIP_COMPILE_FLAGS) --constraint $(LOCK) \
+	$(BIN)/pip-compile $(PIP_COMPILE_FLAGS) --extra server --extra flower --extra test \
+		--extra dev $(ARGS) --output-file $(LOCK) pyproject.toml
+	$(BIN)/pip-compile $(PIP_COMPILE_FLAGS) --extra server --extra flower --constraint $(LOCK) \
 		--output-file $(RUNTIME_LOCK) pyproject.toml
 	@$(MAKE) --no-print-directory $(LOWEST)
 
-# Every direct dependency (runtime, test and dev extras) pinned to its lower bound (`>=`) in
-# pyproject.toml; a dependency without one is an error. A pip constraints file: no extras.
+# Every direct dependency (base, and every extra: server, flower, test, dev) pinned to its
+# lower bound (`>=`) in pyproject.toml; a dependency without one is an error. A pip
+# constraints file: no extras.
 define LOWEST_PY
 import re, tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 extras = project["optional-dependencies"]
 print("# Generated from pyproject.toml by `make requirements/lowest.txt` (make lock does it too):")
 print("# every direct dependency at its lower bound. Constraints for make test-matrix.")
-for req in project["dependencies"] + extras["test"] + extras["dev"]:
+for req in project["dependencies"] + [req for reqs in extras.values() for req in reqs]:
     name, spec = re.fullmatch(r"([A-Za-z0-9._-]+)(?:\[[^\]]*\])?\s*(.*)", req).groups()
     low = [s.strip()[2:] for s in spec.split(",") if s.strip().startswith(">=")]
     if not low:
@@ -199,7 +206,7 @@ $(MATRIX)/lowest/.installed: pyproject.toml $(LOWEST) | $(MATRIX)/.gitignore
 	rm -rf $(MATRIX)/lowest
 	$(PYTHON) -m venv $(MATRIX)/lowest
 	$(MATRIX)/lowest/bin/python -m pip install --quiet --upgrade pip
-	$(MATRIX)/lowest/bin/python -m pip install --quiet --constraint $(LOWEST) -e ".[test,dev]"
+	$(MATRIX)/lowest/bin/python -m pip install --quiet --constraint $(LOWEST) -e ".[$(VENV_EXTRAS)]"
 	$(MATRIX)/lowest/bin/python -m pip check
 	@touch $@
 
@@ -208,7 +215,8 @@ $(MATRIX)/locked/.installed: pyproject.toml $(LOCK) | $(MATRIX)/.gitignore
 	rm -rf $(MATRIX)/locked
 	$(PYTHON) -m venv $(MATRIX)/locked
 	$(MATRIX)/locked/bin/python -m pip install --quiet --require-hashes -r $(LOCK)
-	$(MATRIX)/locked/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(MATRIX)/locked/bin/python -m pip install --quiet --no-index --no-build-isolation \
+		-e ".[$(VENV_EXTRAS)]"
 	$(MATRIX)/locked/bin/python -m pip check
 	@touch $@
 
