@@ -32,9 +32,10 @@ def user_inbox(user_id: str) -> str:
 
 
 def user_channel_events(user_id: str) -> str:
-    """Sorted set of the ids of the channel messages delivered live while one of the user's
-    connections was subscribed to their channel, scored by time (ms): the only channel
-    messages a replay gives the user."""
+    """Sorted set of the ids of the channel messages dispatched while one of the user's
+    connections was subscribed to their channel (and of the other users' ``job_error``
+    events the user got through ``ops``), scored by time (ms): the only channel messages a
+    replay gives the user, and the foreign ids that are valid ``lastEventId`` values."""
     return f"{PREFIX}:user:{user_id}:channel-events"
 
 

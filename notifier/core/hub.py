@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 Sender = Callable[[dict[str, Any], int], bool]
 Closer = Callable[[int, str], None]
-#: Told, for each channel message dispatched, which users had a connection subscribed.
+#: Told, for each channel message dispatched, which users had a connection subscribed to
+#: its channel (and, for each ``job_error``, which users had one subscribed to ``ops``).
 ChannelHook = Callable[[StreamEvent, set[str]], None]
 
 #: Size assumed for small messages built on the server (answers, snapshots).
@@ -186,8 +187,11 @@ class Hub:
             key, size = event.key, _size(event)
             for conn in list(targets):
                 self._deliver(conn, event, message, key, size)
-            if event.route == "channel" and self.on_channel is not None:
-                self.on_channel(event, {conn.user_id for conn in targets})
+            if self.on_channel is not None:
+                if event.route == "channel":
+                    self.on_channel(event, {conn.user_id for conn in targets})
+                elif event.type == JOB_ERROR and OPS in self.by_channel:
+                    self.on_channel(event, {conn.user_id for conn in self.by_channel[OPS]})
 
     def _deliver(
         self,

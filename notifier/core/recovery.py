@@ -7,7 +7,10 @@ The broadcast stream also holds the channel messages. A user is replayed a chann
 only if they held a subscription to its channel when it was published: when a notifier
 dispatches a channel message, it records its id for every user with a connection
 subscribed to the channel (:func:`remember_channel_event`, in
-``keys.user_channel_events``), and the replay keeps exactly the recorded ones.
+``keys.user_channel_events``), and the replay keeps exactly the recorded ones. The
+``job_error`` messages an ``ops`` subscriber gets of other users' jobs are recorded there
+too, so that their ids are valid ``lastEventId`` values for that user; they are not
+replayed to them (they live in their owners' inboxes).
 """
 
 from __future__ import annotations
@@ -95,10 +98,12 @@ class Recovery:
         for stream in (keys.EVENTS, keys.user_inbox(user_id), keys.BROADCASTS):
             found = await self._redis.xrange(stream, min=event_id, max=event_id)
             for event in stream_events(found):
-                if event.route == "channel":
-                    held = keys.user_channel_events(user_id)
-                    return await self._redis.zscore(held, event_id) is not None
-                return event.user_id == user_id or event.route == "all"
+                if event.route == "all" or (event.route != "channel" and event.user_id == user_id):
+                    return True
+                # A channel message, or another user's job_error seen through `ops`: the
+                # user's only if it was recorded for them.
+                held = keys.user_channel_events(user_id)
+                return await self._redis.zscore(held, event_id) is not None
         return False
 
 

@@ -113,8 +113,8 @@ class Commands:
         hub.on_channel = self.channel_dispatched
 
     def channel_dispatched(self, event: StreamEvent, users: set[str]) -> None:
-        """Record, in the background, who held the channel of a channel message just
-        dispatched: only they are replayed it (``recovery.py``)."""
+        """Record, in the background, who held the channel of a channel message (or ``ops``,
+        for a ``job_error``) just dispatched: only they are replayed it (``recovery.py``)."""
         if not users:
             return
         task = asyncio.get_running_loop().create_task(self._remember(event, users))

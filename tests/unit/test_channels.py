@@ -187,6 +187,21 @@ def test_hub_tells_who_held_the_channel(hub: Hub) -> None:
     assert seen == [("5-0", {ALICE, ADMIN})]
 
 
+def test_hub_tells_who_got_a_job_error_through_ops(hub: Hub) -> None:
+    seen: list[tuple[str, set[str]]] = []
+    hub.on_channel = lambda event, users: seen.append((event.event_id, users))
+    Client(hub, "adm", ADMIN, admin=True).join("ops")
+    Client(hub, "a1", ALICE)
+    hub.dispatch(
+        [
+            stream("1-0", events.status_update("job-1", ALICE, "processing", progress=5)),
+            failed("2-0"),
+            stream("3-0", events.job_completed("job-2", ALICE, {})),
+        ]
+    )
+    assert seen == [("2-0", {ADMIN})]  # its id becomes a valid lastEventId for the admin
+
+
 # --- workers.notify()
 
 
