@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from notifier.observability import metrics
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -119,6 +121,7 @@ class Outbox:
                 self._latest_progress.pop(holder, None)  # a later progress goes after this
         if self._bytes + size > self._limit:
             log.warning("slow consumer: closing", extra={"queued_bytes": self._bytes})
+            metrics.SLOW_CONSUMER_CLOSES.inc()
             self._items = None
             self._latest_progress.clear()
             self._bytes = 0

@@ -26,6 +26,7 @@ from starlette.websockets import WebSocket
 
 from notifier.adapters import native
 from notifier.adapters.sio import create_server
+from notifier.contract import keys
 from notifier.contract.endpoints import NATIVE_PATH
 from notifier.contract.events import StreamEvent, dumps
 from notifier.contract.settings import Settings, get_settings
@@ -174,6 +175,7 @@ class Notifier:
         self._delivered_seen = delivered
         now = time.time() * 1000
         metrics.DELIVERY_DELAY.observe(max(0.0, now - batch[-1].key[0]) / 1000)
+        metrics.count_job_events(batch)  # after the dispatch: off the delivery's path
 
     def figures(self) -> dict[str, int]:
         """This instance's share of the cluster statistics (one pass over its connections)."""
@@ -202,7 +204,8 @@ class Notifier:
 
     async def _housekeeping(self) -> None:
         """Once a second: renew this instance's lease (which keeps its connections counted)
-        and publish its statistics."""
+        and publish its statistics; update the gauges read from Redis (``jobcast_redis_up``
+        follows whether this round trip succeeded)."""
         published_users: frozenset[str] | None = None
         while True:
             await asyncio.sleep(1.0)
@@ -210,10 +213,13 @@ class Notifier:
                 users = frozenset(self.hub.by_user)
                 await self._publish_instance(users if users != published_users else None)
                 published_users = users
+                metrics.REDIS_UP.set(1)
+                metrics.JOBS_RUNNING.set(await self.redis.zcard(keys.RUNNING))
                 if self.reader is not None:
                     metrics.READER_LAG.set(await self.reader.lag())
             except Exception as exc:
                 published_users = None
+                metrics.REDIS_UP.set(0)
                 log.warning("instance lease not published", extra={"error": str(exc)})
 
     @contextlib.asynccontextmanager
@@ -265,6 +271,7 @@ class Notifier:
         except Exception as exc:
             checks["redis"] = False
             checks["redisError"] = type(exc).__name__
+        metrics.REDIS_UP.set(1 if checks["redis"] else 0)
         checks["eventReader"] = self.reader is not None and self.reader.healthy
         return all(v for k, v in checks.items() if k in ("redis", "eventReader")), checks
 
