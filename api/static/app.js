@@ -1,5 +1,6 @@
 // The demo page: sign in as a demo user, start jobs, watch them live, cancel them,
-// see notifications as toasts; admins also see the statistics and can broadcast.
+// see notifications as toasts; admins also see the statistics, can broadcast, and follow
+// the `ops` channel (every user's job errors, operators' messages) in a panel of its own.
 // Plain DOM code over jobcast-client.js; every text from the server goes in as text.
 
 import { JobcastClient, TERMINAL_STATES, compareEventIds, isTerminal } from "/static/jobcast-client.js";
@@ -16,9 +17,10 @@ const STATUS_LABELS = {
 };
 const ADMIN_ROLES = new Set(["ADMIN", "ROLE_ADMIN"]);
 const EVENT_LOG_LIMIT = 60;
+const OPS_FEED_LIMIT = 30;
 
 let io = null; // socket.io-client, loaded from /static/vendor
-const session = { token: null, user: null, demoUser: null, client: null, statsTimer: null, renewedAt: 0 };
+const session = { token: null, user: null, demoUser: null, client: null, statsTimer: null, renewedAt: 0, ops: false };
 const jobs = new Map(); // jobId -> job state shown on its card
 const eventLog = [];
 
@@ -121,6 +123,52 @@ function onNotification(msg) {
     const level = ["info", "warning", "error", "critical"].includes(msg.level) ? msg.level : "info";
     toast(level, `System ${level}`, msg.message);
   }
+}
+
+// --- the ops channel (admins): job errors of every user, and messages sent to `ops`
+
+async function joinOps() {
+  const answer = await session.client.subscribeChannel("ops");
+  session.ops = answer?.type === "subscribed";
+  $("#ops-state").textContent = session.ops ? "subscribed" : `not subscribed (${answer?.code ?? answer?.type ?? "no answer"})`;
+}
+
+function addOpsItem(msg) {
+  const isError = msg.type === "job_error";
+  const level = isError ? "error" : ["info", "warning", "error", "critical"].includes(msg.level) ? msg.level : "info";
+  const title = isError ? `job_error · ${msg.data?.code ?? "?"}` : `${level} · ${msg.channel}`;
+  const detail = isError ? `${msg.error ?? ""}` : `${msg.message ?? ""}`;
+  const extra = isError ? `job ${msg.jobId}` : Object.keys(msg.data ?? {}).length ? JSON.stringify(msg.data) : "";
+  const item = el(
+    "li",
+    { class: "ops-item", dataset: { level, type: msg.type, eventId: msg.eventId ?? "" } },
+    el("span", { class: "ops-time" }, clock(msg.timestamp)),
+    el("strong", { class: "ops-title" }, title),
+    el("span", { class: "ops-detail" }, detail),
+    el("code", { class: "ops-extra" }, extra),
+  );
+  $("#ops-feed").prepend(item);
+  while ($("#ops-feed").children.length > OPS_FEED_LIMIT) $("#ops-feed").lastElementChild.remove();
+  $("#ops-empty").hidden = true;
+}
+
+function onChannelMessage(msg) {
+  if (msg.channel === "ops") addOpsItem(msg);
+  else toast(["info", "warning", "error", "critical"].includes(msg.level) ? msg.level : "info", `#${msg.channel}`, msg.message);
+}
+
+function onJobError(msg) {
+  if (session.ops) addOpsItem(msg);
+  // Another user's job reaches an admin through `ops` only: no card for it.
+  if (jobs.has(msg.jobId) || !session.ops) onJobMessage(msg);
+}
+
+async function sendChannelMessage(form) {
+  const data = new FormData(form);
+  const body = { message: data.get("message"), level: data.get("level") };
+  const channel = encodeURIComponent(data.get("channel"));
+  const { status, body: answer } = await api("POST", `/api/v1/websocket/broadcast/channel/${channel}`, body);
+  if (status !== 200) toast("error", "Not sent", `${answer.message} (${answer.code ?? status})`);
 }
 
 // --- connection state
@@ -418,6 +466,10 @@ function endSession() {
   eventLog.length = 0;
   $("#jobs").replaceChildren();
   $("#events").replaceChildren();
+  session.ops = false;
+  $("#ops-feed").replaceChildren();
+  $("#ops-empty").hidden = false;
+  $("#ops-state").textContent = "not subscribed";
 }
 
 function transportChoice() {
@@ -468,13 +520,15 @@ function startSession(token, user, demoUser = null) {
   client.on("transport", () => renderConnection());
   client.on("job_status_update", onJobMessage);
   client.on("job_completed", onJobMessage);
-  client.on("job_error", onJobMessage);
+  client.on("job_error", onJobError);
+  client.on("channel_message", onChannelMessage);
   client.on("system_notification", onNotification);
   client.on("maintenance_notification", onNotification);
   client.on("session_expiring", () => renewDemoToken());
   client.on("error", (msg) => toast("error", `Error: ${msg.code}`, msg.message));
   client.on("connection_established", (msg) => {
     renderConnection();
+    if (isAdmin) joinOps(); // on every (re)connect: a new connection holds no channel
     // After a reconnect whose replay was incomplete, REST tells where things stand.
     if (client.stats.reconnects > 0 && !msg.recovered) loadJobs();
   });
@@ -558,6 +612,10 @@ async function main() {
   $("#maintenance-form").addEventListener("submit", (event) => {
     event.preventDefault();
     broadcast(event.target, "maintenance");
+  });
+  $("#channel-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sendChannelMessage(event.target);
   });
   $("#stats-refresh").addEventListener("click", refreshStats);
   await loadUsers();
