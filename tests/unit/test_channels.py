@@ -6,14 +6,18 @@ held a channel, ``workers.notify()``'s refusals and hand-off, the REST body's va
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import redis
 from pydantic import ValidationError
 
-from api.routes.connections import ChannelBroadcast
+from api.errors import ApiError
+from api.routes.connections import ChannelBroadcast, broadcast_channel
 from notifier.contract import events
 from notifier.contract.events import CHANNEL_DATA_MAX_BYTES, Event, StreamEvent
+from notifier.contract.settings import get_settings
 from notifier.core.hub import Connection, Hub
 from notifier.edge.auth import Principal
 
@@ -267,3 +271,20 @@ def test_rest_body_validation() -> None:
         with pytest.raises(ValidationError) as info:
             ChannelBroadcast.model_validate(bad)
         assert info.value.errors()[0]["loc"][0] == field
+
+
+async def test_rest_channel_message_is_503_while_redis_is_down() -> None:
+    class RedisDown:
+        def register_script(self, _: str) -> Any:
+            async def run(**_: Any) -> Any:
+                raise redis.ConnectionError("Connection refused")
+
+            return run
+
+    admin = Principal(ADMIN, ADMIN, None, ("ADMIN",), float("inf"))
+    request: Any = SimpleNamespace(
+        app=SimpleNamespace(state=SimpleNamespace(settings=get_settings()))
+    )
+    with pytest.raises(ApiError) as info:
+        await broadcast_channel(admin, "ops", ChannelBroadcast(message="hi"), request, RedisDown())
+    assert (info.value.status, info.value.code) == (503, "unavailable")
