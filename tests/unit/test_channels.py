@@ -288,3 +288,18 @@ async def test_rest_channel_message_is_503_while_redis_is_down() -> None:
     with pytest.raises(ApiError) as info:
         await broadcast_channel(admin, "ops", ChannelBroadcast(message="hi"), request, RedisDown())
     assert (info.value.status, info.value.code) == (503, "unavailable")
+
+
+async def test_a_refreshed_token_without_the_admin_role_leaves_ops(hub: Hub) -> None:
+    from notifier.edge.commands import Commands
+
+    demoted = Principal(ADMIN, ADMIN, None, (), float("inf"))
+    verifier: Any = SimpleNamespace(verify=lambda token: demoted)
+    sessions: Any = SimpleNamespace(watch=lambda conn: None)
+    commands = Commands(hub, None, get_settings(), None, verifier, sessions)  # type: ignore[arg-type]
+    client = Client(hub, "adm", ADMIN, admin=True).join("ops").join("notifications")
+    answer = await commands.refresh_token(client.conn, {"token": "t"})
+    assert answer["type"] == "token_refreshed"
+    assert client.conn.channels == {"notifications"} and "ops" not in hub.by_channel
+    hub.dispatch([failed("2-0", user=ALICE)])
+    assert [m["type"] for m in client.sent] == ["token_refreshed"]
