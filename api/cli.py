@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from notifier.contract.settings import Settings, get_settings
-from notifier.edge.auth import mint_token
 
 #: Exit status of a command that could not do its work (as argparse's usage errors).
 EXIT_OTHER = 2
@@ -82,6 +81,8 @@ def dev_token(
     first HMAC algorithm of ``JOBCAST_JWT_ALGORITHMS``; carries ``iss``/``aud`` when the
     server checks them.
     """
+    from notifier.edge.auth import mint_token  # PyJWT: the server extra
+
     algorithm = next((alg for alg in settings.jwt_algorithms if alg.upper().startswith("HS")), None)
     if algorithm is None:
         raise TokenError(
@@ -335,9 +336,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Top-level modules of the server extra that commands need (PyJWT, python-socketio).
+SERVER_MODULES = frozenset({"jwt", "socketio", "engineio", "aiohttp"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.handler(args)
+    try:
+        result: int = args.handler(args)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in SERVER_MODULES:
+            raise
+        print(
+            f"jobcast: this command needs the server extra ({exc.name} is not installed):"
+            " pip install 'jobcast[server]'",
+            file=sys.stderr,
+        )
+        return 2
     return result
 
 

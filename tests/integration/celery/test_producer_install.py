@@ -264,3 +264,21 @@ async def test_a_producer_only_worker_reports_to_the_full_notifier(
     assert statuses(events) == ["queued", "started", *["processing"] * 5, "job_completed"], (
         statuses(events)
     )
+
+
+def test_the_jobcast_command_says_it_needs_the_server_extra(
+    producer_install: tuple[Path, Path],
+) -> None:
+    venv, app_dir = producer_install
+    done = subprocess.run(
+        [str(venv / "bin" / "jobcast"), "token", "--sub", "42"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=app_dir,
+        env=producer_env(app_dir),
+        timeout=60,
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "pip install 'jobcast[server]'" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
