@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from tests.support.browser_helpers import (
     Page,
     missing,
     png_stats,
-    require_browser_tools,
     running_demo_server,
 )
 from tests.support.env import REPO
@@ -38,24 +36,6 @@ pytestmark = pytest.mark.integration
 
 #: Milliseconds the page may take for a job of a few seconds to finish.
 JOB_WAIT_MS = 40000
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    node, chromium = require_browser_tools()
-    driver = Browser(node, chromium, tmp_path_factory.mktemp("browser") / "driver.log")
-    try:
-        yield driver
-    finally:
-        driver.close()
-
-
-@pytest.fixture(scope="module")
-def demo_server(
-    redis_server: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[DemoServer]:
-    with running_demo_server(tmp_path_factory.mktemp("demo-server")) as server:
-        yield server
 
 
 @pytest.fixture

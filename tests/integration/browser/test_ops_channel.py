@@ -7,8 +7,6 @@ The screenshot (``tests/artifacts/ops-channel.png``) is the README's operators p
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -19,32 +17,12 @@ from tests.support.browser_helpers import (
     DemoServer,
     Page,
     png_stats,
-    require_browser_tools,
-    running_demo_server,
 )
 from tests.support.helpers import Tokens, bearer
 
 pytestmark = pytest.mark.integration
 
 JOB_WAIT_MS = 40000
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    node, chromium = require_browser_tools()
-    driver = Browser(node, chromium, tmp_path_factory.mktemp("browser") / "driver.log")
-    try:
-        yield driver
-    finally:
-        driver.close()
-
-
-@pytest.fixture(scope="module")
-def demo_server(
-    redis_server: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[DemoServer]:
-    with running_demo_server(tmp_path_factory.mktemp("demo-server")) as server:
-        yield server
 
 
 def ops_items(page: Page) -> list[dict[str, str]]:
