@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.env import REPO, child_env, free_port
+from tests.support.env import REPO, child_env, free_port, missing_tool
 from tests.support.processes import START_TIMEOUT, log_tail, stop_process
 from tests.support.waiting import wait_until
 
@@ -38,13 +38,6 @@ ARTIFACTS = REPO / "tests" / "artifacts"
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")
 #: Bound for one browser command (the driver's own Playwright waits are shorter).
 COMMAND_TIMEOUT = 60.0
-
-
-def missing(reason: str) -> None:
-    """Skip outside CI; under CI, fail: the browser tests must not be skipped there."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set: the browser tests must run; see .ci/run)")
-    pytest.skip(reason)
 
 
 def find_chromium() -> str | None:
@@ -62,13 +55,13 @@ def require_browser_tools() -> tuple[str, str]:
     """(node, chromium) paths, or skip/fail saying what is missing."""
     chromium = find_chromium()
     if chromium is None:
-        missing("Chromium not found (apt-get install chromium, or set JOBCAST_TEST_CHROMIUM)")
+        missing_tool("Chromium not found (apt-get install chromium, or set JOBCAST_TEST_CHROMIUM)")
     node = shutil.which("node")
     if node is None:
-        missing("node not found (Node.js runs playwright-core)")
+        missing_tool("node not found (Node.js runs playwright-core)")
     for package in ("playwright-core", "socket.io-client"):
         if not (NODE_MODULES / package / "package.json").is_file():
-            missing(f"node_modules/{package} is not installed: run `make web` (npm ci)")
+            missing_tool(f"node_modules/{package} is not installed: run `make web` (npm ci)")
     assert chromium is not None and node is not None
     return node, chromium
 

@@ -19,6 +19,9 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import NoReturn
+
+import pytest
 
 
 def free_port() -> int:
@@ -72,3 +75,11 @@ def clean_env(**overrides: str) -> dict[str, str]:
     }
     env.update(PYTHONUNBUFFERED="1", **overrides)
     return env
+
+
+def missing_tool(reason: str) -> NoReturn:
+    """A tool a test needs is missing: skip outside CI; under CI (``CI`` set) fail, since
+    nothing CI runs may be skipped (.ci/run installs Chromium, Node.js and promtool)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set: this test must run; see .ci/run)")
+    pytest.skip(reason)

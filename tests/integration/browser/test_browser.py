@@ -23,11 +23,10 @@ from tests.support.browser_helpers import (
     Browser,
     DemoServer,
     Page,
-    missing,
     png_stats,
     running_demo_server,
 )
-from tests.support.env import REPO
+from tests.support.env import REPO, missing_tool
 from tests.support.helpers import Tokens, bearer
 from tests.support.processes import Server
 from tests.support.waiting import wait_until
@@ -465,7 +464,7 @@ def test_vendor_file_comes_from_node_modules() -> None:
     ]
     assert not copies, f"a copy of socket.io-client is in the tree: {copies}"
     if not (NODE_MODULES / "socket.io-client").is_dir():
-        missing("node_modules/socket.io-client is not installed: run `make web` (npm ci)")
+        missing_tool("node_modules/socket.io-client is not installed: run `make web` (npm ci)")
     installed = json.loads((NODE_MODULES / "socket.io-client" / "package.json").read_text())
     assert installed["version"] == pinned
 
