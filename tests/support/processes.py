@@ -234,3 +234,21 @@ def running_server(log_path: Path, env: dict[str, str] | None = None) -> Iterato
         yield handle
     finally:
         stop_process(proc, group=True)
+
+
+def python_output(code: str) -> str:
+    """Run ``code`` in a fresh Python of this venv (from the repository, the tests'
+    environment) and return the last line it printed; a non-zero exit fails the test with
+    what it wrote to stderr."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    return lines[-1] if lines else ""

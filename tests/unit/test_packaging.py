@@ -19,8 +19,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import re
-import subprocess
-import sys
 import textwrap
 import tomllib
 
@@ -28,7 +26,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from tests.support.env import REPO, child_env
+from tests.support.env import REPO
+from tests.support.processes import python_output
 
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 EXTRAS: dict[str, list[str]] = PROJECT["optional-dependencies"]
@@ -105,17 +104,7 @@ def test_producer_api_loads_no_server_module() -> None:
         print(json.dumps(sorted(sys.modules)))
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=REPO,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    modules = json.loads(done.stdout.strip().splitlines()[-1])
+    modules = json.loads(python_output(script))
     loaded = sorted(m for m in modules if m.split(".")[0] in SERVER_MODULES)
     assert loaded == [], f"the producer path imported server modules: {loaded}"
     assert {"workers.install", "workers.publisher", "notifier.core.bus"} <= set(modules)

@@ -6,8 +6,6 @@ Celery app speaks JSON only."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 import uuid
 from typing import Any
@@ -20,7 +18,7 @@ from notifier.contract import keys
 from notifier.contract.events import result_payload, retrying
 from notifier.core.store import JobState
 from tests.support.celery_local_app import add, steady, total
-from tests.support.env import REPO, child_env
+from tests.support.processes import python_output
 from workers import aggregate, canvas
 from workers.tracking import HEADER_JOB, HEADER_MEMBER, HEADER_USER, EtaEstimator, Member
 
@@ -272,16 +270,7 @@ def test_importing_the_producer_api_builds_no_app_and_opens_no_connection() -> N
         print("ok")
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=REPO,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    assert python_output(script) == "ok"
 
 
 # --- the bundled app speaks JSON only (a pickled message: integration/security)
@@ -293,17 +282,7 @@ def test_celery_app_is_configured_json_only() -> None:
         "print(json.dumps({k: c[k] for k in ('task_serializer', 'result_serializer', "
         "'event_serializer', 'accept_content', 'result_accept_content')}))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    conf = json.loads(done.stdout.strip().splitlines()[-1])
+    conf = json.loads(python_output(code))
     assert conf == {
         "task_serializer": "json",
         "result_serializer": "json",

@@ -12,17 +12,14 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from notifier.contract import keys
-from tests.support.env import REPO, child_env
 from tests.support.helpers import NativeClient, bearer, start_job
-from tests.support.processes import Server
+from tests.support.processes import Server, python_output
 from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.integration
@@ -44,16 +41,7 @@ def notify_from_a_script(*args: str) -> str:
         "assert 'workers.app' not in sys.modules, 'notify() built the bundled Celery app'\n"
         "print(event_id)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout.strip().splitlines()[-1]
+    return python_output(code)
 
 
 async def test_notify_from_a_plain_process_reaches_subscribers_only(
