@@ -35,11 +35,12 @@ TRANSPORT_TESTS := tests/integration/delivery tests/integration/security \
 MATRIX := .matrix
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock web run test test-unit test-integration test-matrix lint format \
+.PHONY: help venv lock web run run-cluster test test-unit test-integration test-matrix lint format \
         typecheck audit check worker notifier api api-only flower compose-config clean distclean bench bench-quick
 
 help:
 	@echo "make run             start Redis (if none answers), a worker, the API and Flower"
+	@echo "make run-cluster     the same on a local Redis Cluster (3+3 nodes) and a broker Redis"
 	@echo "make test            unit tests, integration tests, transport tests on the stock path"
 	@echo "make test-matrix     transport tests at the lowest and the locked dependency versions"
 	@echo "make lock            refresh requirements/*.txt (ARGS=--upgrade for newer releases)"
@@ -130,6 +131,10 @@ $(WEB_STAMP): package.json package-lock.json
 
 run: venv web
 	$(BIN)/python -m api.launcher $(ARGS)
+
+# The scaled topology: a 3-master + 3-replica Redis Cluster and a standalone broker Redis.
+run-cluster: venv web
+	$(BIN)/python -m api.launcher --cluster $(ARGS)
 
 worker: venv
 	$(BIN)/python -m celery -A workers.app worker -l INFO $(ARGS)

