@@ -233,12 +233,16 @@ def wait_answering(
 
 
 def healthy(ports: Sequence[int], replicas: int = REPLICAS) -> str:
-    """``""`` when every node says ``cluster_state:ok`` and every master has ``replicas``
-    live replicas, else what is missing."""
+    """``""`` when every node says ``cluster_state:ok`` and every node sees the same masters
+    each with ``replicas`` live replicas, else what is missing. (A node started again sees
+    its old role until the others tell it otherwise: one node's view is not enough.)"""
     states = {p: cluster_state(p) for p in ports}
     if not_ok := {p: s for p, s in states.items() if s != "ok"}:
         return f"cluster_state of nodes {not_ok}"
-    serving = replicas_of(ports[0])
+    views = {p: replicas_of(p) for p in ports}
+    serving = views[ports[0]]
+    if disagree := [p for p, view in views.items() if view != serving]:
+        return f"nodes {disagree} see other masters and replicas than {ports[0]}: {views}"
     if len(serving) * (1 + replicas) != len(ports):
         return f"masters and their replicas {serving}"
     if short := {m: r for m, r in serving.items() if len(r) < replicas}:
