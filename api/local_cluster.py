@@ -135,6 +135,7 @@ def check_ports(ports: Sequence[int], setting: str = "JOBCAST_CLUSTER_PORTS") ->
                 f"{setting}: port {port} is out of range; cluster nodes need "
                 f"1..{65535 - BUS_OFFSET} (the bus port is the port + {BUS_OFFSET})"
             )
+    for port in ports:
         for taken in (port, port + BUS_OFFSET):
             if not _bindable(taken):
                 raise ClusterError(f"{setting}: port {taken} is already in use")
