@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-import redis.asyncio as aioredis
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError
+from notifier.core.bus import AsyncRedis
 from notifier.edge.auth import AuthError, Principal, TokenVerifier, token_from
 from notifier.edge.limits import UserRateLimits
 from notifier.observability import metrics
@@ -22,8 +22,8 @@ bearer = HTTPBearer(auto_error=False, description="A JWT: `Authorization: Bearer
 # connections) on each call. They do no blocking I/O.
 
 
-async def get_redis(request: Request) -> aioredis.Redis:
-    client: aioredis.Redis = request.app.state.redis
+async def get_redis(request: Request) -> AsyncRedis:
+    client: AsyncRedis = request.app.state.redis
     return client
 
 
@@ -59,4 +59,4 @@ async def admin_user(user: Annotated[Principal, Depends(current_user)]) -> Princ
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
 AdminUser = Annotated[Principal, Depends(admin_user)]
-Redis = Annotated[aioredis.Redis, Depends(get_redis)]
+Redis = Annotated[AsyncRedis, Depends(get_redis)]

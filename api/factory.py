@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from api.errors import install_handlers
 from api.routes import connections, demo, jobs
 from notifier.contract.settings import Settings, get_settings
-from notifier.core.bus import async_client
+from notifier.core.bus import async_client, verify_partitions
 from notifier.core.service import Notifier
 from notifier.edge.auth import TokenVerifier
 from notifier.edge.limits import UserRateLimits
@@ -37,6 +37,7 @@ def create_rest_app(settings: Settings | None = None, notifier: Notifier | None 
             else:
                 app.state.redis = async_client(settings)
                 stack.push_async_callback(app.state.redis.aclose)
+                await verify_partitions(app.state.redis, settings)
             yield
 
     app = FastAPI(title="jobcast", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)

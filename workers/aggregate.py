@@ -1,14 +1,13 @@
 """Canvas jobs, worker side: one progress, one ``started``, one outcome for the canvas.
 
-Lua scripts keyed by the canvas job (``keys.canvas``) keep each member's progress (its
-highest; a finished member counts 100), fold it into a weighted mean that never goes down,
-estimate the time left from it, and number the canvas's events with one sequence for all
-members, so the bus keeps them in order whichever worker sends them. The member whose
-success finishes the canvas publishes ``job_completed`` with the canvas's result (a group:
-its members' results in order; a chain: its last task's; a chord: its body's). The scripts
-also keep the job's lease in the running set while any member runs, and drop it while the
-canvas waits in the queue between members.
-"""
+Lua scripts keyed by the canvas job (``Partition.canvas``, in its owner's partition) keep
+each member's progress (its highest; a finished member counts 100), fold it into a weighted
+mean that never goes down, estimate the time left from it, and number the canvas's events
+with one sequence for all members, so the bus keeps them in order whichever worker sends
+them. The member whose success finishes the canvas publishes ``job_completed`` with the
+canvas's result (a group: its members' results in order; a chain: its last task's; a chord:
+its body's). The scripts also keep the job's lease in the running set while any member runs,
+and drop it while the canvas waits in the queue between members."""
 
 from __future__ import annotations
 
@@ -18,9 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
-from notifier.contract import keys, scripts
+from notifier.contract import scripts
 from notifier.contract.events import (
     PROCESSING,
     STARTED,
@@ -33,6 +30,8 @@ from notifier.contract.events import (
     retrying,
     status_update,
 )
+from notifier.contract.keys import Partition, keyspace
+from notifier.core.bus import SyncRedis
 from workers import publisher
 from workers.tracking import Member
 
@@ -70,8 +69,13 @@ class Aggregate:
         )
 
 
-def _script(client: redis.Redis, source: str, script_keys: list[str], args: list[Any]) -> Any:
+def _script(client: SyncRedis, source: str, script_keys: list[str], args: list[Any]) -> Any:
     return client.register_script(source)(keys=script_keys, args=args)
+
+
+def _part(user: str) -> Partition:
+    """The partition of the canvas's owner: where its keys live."""
+    return keyspace(publisher.settings().partitions).of_user(user)
 
 
 def _lease_args() -> tuple[int, int]:
@@ -93,13 +97,14 @@ def assemble(shape: Any, results: dict[str, Any]) -> Any:
 def started(job: str, user: str, task_id: str) -> None:
     """A member's run started (task_prerun): the canvas's first start publishes ``started``."""
     lease, retention = _lease_args()
+    part = _part(user)
 
-    def action(client: redis.Redis) -> int:
+    def action(client: SyncRedis) -> int:
         return int(
             _script(
                 client,
                 _START_LUA,
-                [keys.canvas(job), keys.task_job(task_id), keys.job(job), keys.RUNNING],
+                [part.canvas(job), part.job(job), part.running],
                 [job, task_id, now_ms(), lease, retention],
             )
         )
@@ -107,18 +112,19 @@ def started(job: str, user: str, task_id: str) -> None:
     seq = publisher.call(action)
     if seq:
         publisher.emit(status_update(job, user, STARTED, message="Started", seq=seq))
-        publisher.call(lambda client: client.hset(keys.canvas(job), "announced", "1"))
+        publisher.call(lambda client: client.hset(part.canvas(job), "announced", "1"))
 
 
-def ended(job: str) -> None:
+def ended(job: str, user: str) -> None:
     """A member's run ended (task_postrun), whatever its outcome."""
     lease, retention = _lease_args()
+    part = _part(user)
 
-    def action(client: redis.Redis) -> object:
+    def action(client: SyncRedis) -> object:
         return _script(
             client,
             _END_LUA,
-            [keys.canvas(job), keys.job(job), keys.RUNNING],
+            [part.canvas(job), part.job(job), part.running],
             [job, now_ms(), lease, retention],
         )
 
@@ -133,13 +139,14 @@ def progress_emitter(job: str, user: str, member: Member) -> Callable[[Event], N
         data = event.snapshot
         value = float(data.get("progress", 0))
         _, retention = _lease_args()
+        part = _part(user)
 
-        def action(client: redis.Redis) -> Aggregate:
+        def action(client: SyncRedis) -> Aggregate:
             return Aggregate.parse(
                 _script(
                     client,
                     _PROGRESS_LUA,
-                    [keys.canvas(job)],
+                    [part.canvas(job)],
                     [member.index, member.weight, member.total_weight, value, now_ms(), retention],
                 )
             )
@@ -169,9 +176,10 @@ def retried(job: str, user: str, retry: int, retry_in_seconds: float | None, mes
     """A member is retried: the canvas job shows ``retrying`` (numbered like the canvas's
     other updates; unnumbered while its ``started`` is on its way)."""
     _, retention = _lease_args()
+    part = _part(user)
 
-    def action(client: redis.Redis) -> int:
-        return int(_script(client, _SEQ_LUA, [keys.canvas(job)], [now_ms(), retention]))
+    def action(client: SyncRedis) -> int:
+        return int(_script(client, _SEQ_LUA, [part.canvas(job)], [now_ms(), retention]))
 
     seq = publisher.call(action)
     publisher.emit(
@@ -184,6 +192,7 @@ def succeeded(job: str, user: str, member: Member, task_id: str, result: Any) ->
     canvas publishes ``job_completed``. Kept until Redis answers, like any outcome."""
     limit = publisher.settings().result_max_bytes
     _, retention = _lease_args()
+    part = _part(user)
     encoded = ""
     if member.keep:
         try:
@@ -199,12 +208,12 @@ def succeeded(job: str, user: str, member: Member, task_id: str, result: Any) ->
             )
             return
 
-    def member_done(client: redis.Redis) -> None:
+    def member_done(client: SyncRedis) -> None:
         agg = Aggregate.parse(
             _script(
                 client,
                 _DONE_LUA,
-                [keys.canvas(job)],
+                [part.canvas(job)],
                 [
                     member.index,
                     member.weight,

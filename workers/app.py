@@ -10,7 +10,10 @@ from workers.install import install
 settings = get_settings()
 
 app = Celery(
-    "jobcast", broker=settings.redis_url, backend=settings.redis_url, include=["workers.tasks"]
+    "jobcast",
+    broker=settings.broker_url(),
+    backend=settings.result_backend(),
+    include=["workers.tasks"],
 )
 app.conf.update(
     # JSON only: no pickle on any wire.

@@ -19,7 +19,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from celery.canvas import Signature, _chain, _chord, chunks, group, maybe_signature
 from celery.result import AsyncResult
 from celery.utils import uuid
@@ -30,6 +29,8 @@ from notifier.contract.events import (
     job_error,
     status_update,
 )
+from notifier.contract.keys import keyspace
+from notifier.core.bus import SyncRedis
 from workers import publisher
 from workers.tracking import HEADER_JOB, HEADER_MEMBER, HEADER_USER, Member
 
@@ -131,11 +132,12 @@ def submit(
     job = str(uuid())
     prepared = prepare(canvas, job_id=job, user_id=user_id, headers=headers)
     retention = publisher.settings().retention_seconds
+    part = keyspace(publisher.settings().partitions).of_user(user_id)
 
-    def register(client: redis.Redis) -> None:
+    def register(client: SyncRedis) -> None:
         with client.pipeline(transaction=False) as pipe:
-            pipe.hset(keys.canvas(job), "tasks", json.dumps(prepared.task_ids))
-            pipe.expire(keys.canvas(job), retention)
+            pipe.hset(part.canvas(job), "tasks", json.dumps(prepared.task_ids))
+            pipe.expire(part.canvas(job), retention)
             for task_id in prepared.task_ids:
                 pipe.set(keys.task_job(task_id), job, ex=retention)
             pipe.execute()

@@ -18,10 +18,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
-
 from notifier.contract.events import Event, channel_message
-from notifier.core.bus import publish_sync
+from notifier.contract.keys import keyspace
+from notifier.core.bus import SyncRedis, fan_out_sync
 from workers import publisher
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,8 @@ def notify(channel: str, message: str, level: str = "info", **data: Any) -> str 
     """Send ``message`` (with ``level`` and the keyword arguments as ``data``) to the
     subscribers of ``channel`` (``notifications``, ``maintenance`` or ``ops``).
 
-    Returns the message's ``eventId``, or None when it was refused (logged), is waiting
+    Returns the message's ``eventId`` (each partition's copy has its own; this is
+    partition 0's), or None when it was refused (logged), is waiting
     for Redis, or could not be sent. Never raises.
     """
     try:
@@ -46,13 +46,16 @@ def notify(channel: str, message: str, level: str = "info", **data: Any) -> str 
 
 
 class _Publish:
-    """The publish of one channel message, as a backlog item (named in the logs)."""
+    """The publish of one channel message, as a backlog item (named in the logs). It goes to
+    every partition; a retry after Redis failed midway skips those already written."""
 
-    __slots__ = ("__name__", "event")
+    __slots__ = ("__name__", "done", "event")
 
     def __init__(self, event: Event) -> None:
         self.event = event
+        self.done: dict[int, str | None] = {}
         self.__name__ = f"notify:{event.channel}"
 
-    def __call__(self, client: redis.Redis) -> str | None:
-        return publish_sync(client, self.event, publisher.settings())
+    def __call__(self, client: SyncRedis) -> str | None:
+        done = fan_out_sync(client, self.event, publisher.settings(), self.done)
+        return done[keyspace(publisher.settings().partitions).index_of(self.event.user_id)]

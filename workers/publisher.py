@@ -21,8 +21,9 @@ import redis
 
 from notifier.contract import keys
 from notifier.contract.events import Event, now_ms
+from notifier.contract.keys import keyspace
 from notifier.contract.settings import Settings, get_settings
-from notifier.core.bus import publish_sync, sync_client
+from notifier.core.bus import SyncRedis, publish_sync, sync_client
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: A step of a terminal outcome that is more than one event (a canvas member finishing):
 #: it runs with the process's client, raises while Redis is away, and is safe to repeat.
-Action = Callable[[redis.Redis], object]
+Action = Callable[[SyncRedis], object]
 
 
 def settings() -> Settings:
@@ -40,9 +41,9 @@ def settings() -> Settings:
 class Publisher:
     """The publishing state of one process (recreated after a fork)."""
 
-    def __init__(self, config: Settings, running_jobs: Callable[[], list[str]]) -> None:
+    def __init__(self, config: Settings, running_jobs: Callable[[], list[tuple[str, str]]]) -> None:
         self.config = config
-        self.client: redis.Redis = sync_client(config)
+        self.client: SyncRedis = sync_client(config)
         self._running_jobs = running_jobs
         self._backlog: deque[Event | Action] = deque()
         self._lock = threading.Lock()
@@ -76,7 +77,7 @@ class Publisher:
         self._failures = 0
         return event_id
 
-    def call(self, action: Callable[[redis.Redis], T], *, terminal: bool) -> T | None:
+    def call(self, action: Callable[[SyncRedis], T], *, terminal: bool) -> T | None:
         """Run ``action`` with this process's client. Best effort unless ``terminal``: then,
         if Redis does not answer (or earlier outcomes still wait), it waits in the backlog
         and the background thread runs it, in order, once Redis answers."""
@@ -133,9 +134,17 @@ class Publisher:
 
     def _renew(self) -> None:
         jobs = self._running_jobs()
-        if jobs:
-            expiry = now_ms() + int(self.config.job_lease_seconds * 1000)
-            self.client.zadd(keys.RUNNING, dict.fromkeys(jobs, expiry), xx=True)
+        if not jobs:
+            return
+        expiry = now_ms() + int(self.config.job_lease_seconds * 1000)
+        space = keyspace(self.config.partitions)
+        by_partition: dict[str, dict[str, int]] = {}
+        for job, user in jobs:
+            by_partition.setdefault(space.of_user(user).running, {})[job] = expiry
+        with self.client.pipeline(transaction=False) as pipe:
+            for running, leases in by_partition.items():
+                pipe.zadd(running, leases, xx=True)
+            pipe.execute()
 
     def _loop(self) -> None:
         period = self.config.job_lease_seconds / 3
@@ -177,7 +186,7 @@ def _current() -> Publisher:
             if _publisher is None or _publisher_pid != pid:
                 from workers.tracking import RUNS
 
-                _publisher = Publisher(settings(), RUNS.job_ids)
+                _publisher = Publisher(settings(), RUNS.jobs)
                 _publisher_pid = pid
     return _publisher
 
@@ -191,7 +200,7 @@ def emit(event: Event) -> str | None:
         return None
 
 
-def call(action: Callable[[redis.Redis], T], *, terminal: bool = False) -> T | None:
+def call(action: Callable[[SyncRedis], T], *, terminal: bool = False) -> T | None:
     """Run ``action`` with the process's Redis client (see :meth:`Publisher.call`); None if
     it was skipped, deferred or failed. Never raises."""
     try:
@@ -208,7 +217,7 @@ def job_of(task_id: str) -> tuple[str, str] | None:
     try:
         client = _current().client
         job = client.get(keys.task_job(task_id)) or task_id
-        owner = client.hget(keys.job(str(job)), "owner")
+        owner = client.get(keys.job_owner(str(job)))
     except (redis.RedisError, OSError) as exc:
         log.warning("job owner lookup failed", extra={"task": task_id, "error": str(exc)})
         return None

@@ -206,7 +206,7 @@ def on_task_postrun(task_id: str | None = None, task: Any = None, **_: Any) -> N
         return
     owner = owner_from(request)
     if owner is not None:
-        aggregate.ended(owner[0])
+        aggregate.ended(*owner)
 
 
 @never_raises

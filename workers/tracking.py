@@ -194,9 +194,10 @@ class Runs:
             self._runs[task_id] = run
         return run
 
-    def job_ids(self) -> list[str]:
+    def jobs(self) -> list[tuple[str, str]]:
+        """``(job id, owner)`` of every run of this process."""
         with self._lock:
-            return [run.job_id for run in self._runs.values()]
+            return [(run.job_id, run.user_id) for run in self._runs.values()]
 
     def get(self, task_id: str | None) -> Run | None:
         return self._runs.get(task_id) if task_id else None

@@ -3,6 +3,7 @@ messages."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal
 
 import redis
@@ -21,7 +22,9 @@ from notifier.contract.events import (
     maintenance_notification,
     system_notification,
 )
+from notifier.contract.keys import keyspace
 from notifier.core import bus, stats
+from notifier.edge.auth import Principal
 
 router = APIRouter(prefix="/api/v1/websocket", tags=["websocket"])
 
@@ -74,7 +77,12 @@ def _user_id_out(user_id: str) -> str | int:
     return int(user_id) if user_id.isdigit() and len(user_id) < 19 else user_id
 
 
-async def _broadcast(request: Request, client: Any, event: Event) -> dict[str, Any]:
+async def _broadcast(
+    request: Request, client: Any, event: Event, sender: Principal
+) -> dict[str, Any]:
+    """Publish to every partition; the ``eventId`` answered is the one in the sender's feed
+    (each partition's copy has its own id)."""
+    event = dataclasses.replace(event, user_id=sender.user_id)
     try:
         event_id = await bus.publish(client, event, request.app.state.settings)
     except (redis.RedisError, OSError) as exc:
@@ -91,10 +99,13 @@ async def get_stats(_: AdminUser, client: Redis) -> dict[str, Any]:
 
 
 @router.get("/user/{userId}/status", summary="Whether a user is connected (that user or ADMIN)")
-async def user_status(userId: str, user: CurrentUser, client: Redis) -> dict[str, Any]:
+async def user_status(
+    userId: str, request: Request, user: CurrentUser, client: Redis
+) -> dict[str, Any]:
     if not user.may_see(userId):
         raise ApiError(403, "forbidden", "You may only read your own status")
-    connections = await stats.user_connections(client, userId)
+    space = keyspace(request.app.state.settings.partitions)
+    connections = await stats.user_connections(client, space, userId)
     return {
         "message": "User status retrieved successfully",
         "data": {
@@ -107,20 +118,21 @@ async def user_status(userId: str, user: CurrentUser, client: Redis) -> dict[str
 
 @router.post("/broadcast/system", summary="Send a system notification to everyone (ADMIN)")
 async def broadcast_system(
-    body: SystemBroadcast, request: Request, _: AdminUser, client: Redis
+    body: SystemBroadcast, request: Request, admin: AdminUser, client: Redis
 ) -> dict[str, Any]:
-    data = await _broadcast(request, client, system_notification(body.message, body.level))
+    event = system_notification(body.message, body.level)
+    data = await _broadcast(request, client, event, admin)
     return {"message": "System notification sent", "data": data}
 
 
 @router.post("/broadcast/maintenance", summary="Send a maintenance notification (ADMIN)")
 async def broadcast_maintenance(
-    body: MaintenanceBroadcast, request: Request, _: AdminUser, client: Redis
+    body: MaintenanceBroadcast, request: Request, admin: AdminUser, client: Redis
 ) -> dict[str, Any]:
     event = maintenance_notification(
         body.message, starts_at=body.startsAt, duration_minutes=body.durationMinutes
     )
-    data = await _broadcast(request, client, event)
+    data = await _broadcast(request, client, event, admin)
     return {"message": "Maintenance notification sent", "data": data}
 
 
@@ -129,8 +141,8 @@ async def broadcast_maintenance(
     summary="Send a channel_message to the subscribers of a channel (ADMIN)",
 )
 async def broadcast_channel(
-    _: AdminUser, channel: Channel, body: ChannelBroadcast, request: Request, client: Redis
+    admin: AdminUser, channel: Channel, body: ChannelBroadcast, request: Request, client: Redis
 ) -> dict[str, Any]:
     event = channel_message(channel, body.message, body.level, body.data)
-    data = await _broadcast(request, client, event)
+    data = await _broadcast(request, client, event, admin)
     return {"message": "Channel message sent", "data": {**data, "channel": channel}}

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from api.deps import CurrentUser, Redis
 from api.errors import ApiError
 from notifier.contract.events import CANCELLED, parse_event_id, status_update
+from notifier.contract.keys import Keyspace, keyspace
 from notifier.core import bus, store
 from notifier.edge.auth import Principal
 
@@ -61,15 +62,24 @@ async def _rest(
     flower_url = request.app.state.settings.flower_url if user.is_admin else None
     if not flower_url:
         return [state.to_rest() for state in states]
-    members = await store.canvas_tasks(client, [state.job_id for state in states])
+    members: dict[str, list[str]] = {}
+    for state in states:  # a job's canvas hash is in its owner's partition
+        part = _space(request).of_user(state.owner)
+        members.update(await store.canvas_tasks(client, part, [state.job_id]))
     return [
         state.to_rest(is_admin=True, flower_url=flower_url, task_ids=members.get(state.job_id))
         for state in states
     ]
 
 
-async def _visible_job(client: Any, user: Principal, job_id: str) -> store.JobState:
-    state = await store.get_job(client, job_id)
+def _space(request: Request) -> Keyspace:
+    return keyspace(request.app.state.settings.partitions)
+
+
+async def _visible_job(
+    client: Any, request: Request, user: Principal, job_id: str
+) -> store.JobState:
+    state = await store.find_job(client, _space(request), job_id)
     if state is None:
         raise ApiError(404, "job_not_found", f"Job {job_id} not found")
     if not user.may_see(state.owner):
@@ -90,13 +100,14 @@ async def list_jobs(
     client: Redis,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
-    jobs = await store.user_jobs(client, user.user_id, limit)
+    part = _space(request).of_user(user.user_id)
+    jobs = await store.user_jobs(client, part, user.user_id, limit)
     return {"message": "Jobs retrieved", "data": {"jobs": await _rest(client, request, user, jobs)}}
 
 
 @router.get("/{jobId}", summary="A job's current state")
 async def get_job(jobId: str, request: Request, user: CurrentUser, client: Redis) -> dict[str, Any]:
-    state = await _visible_job(client, user, jobId)
+    state = await _visible_job(client, request, user, jobId)
     [body] = await _rest(client, request, user, [state])
     return {"message": "Job retrieved", "data": body}
 
@@ -109,11 +120,12 @@ async def cancel_job(
     client: Redis,
     terminate: bool = Query(False, description="Also stop the task if it is running"),
 ) -> dict[str, Any]:
-    state = await _visible_job(client, user, jobId)
+    state = await _visible_job(client, request, user, jobId)
+    part = _space(request).of_user(state.owner)
     if state.finished:
         raise ApiError(409, "job_finished", f"Job {jobId} has already finished ({state.state})")
     # A canvas job is its members' tasks; a single task's job id is its task id.
-    members = (await store.canvas_tasks(client, [jobId])).get(jobId) or [jobId]
+    members = (await store.canvas_tasks(client, part, [jobId])).get(jobId) or [jobId]
     await asyncio.to_thread(_revoke, members, terminate)
     event = status_update(
         jobId,
@@ -124,7 +136,7 @@ async def cancel_job(
     if await bus.publish(client, event, request.app.state.settings) is None:
         # Ended meanwhile: cancelled by the revoke itself (the worker reported the terminated
         # task first) is what was asked; any other ending is a conflict.
-        current = await store.get_job(client, jobId)
+        current = await store.get_job(client, jobId, part)
         status = current.state if current else "unknown"
         if status != CANCELLED:
             raise ApiError(409, "job_finished", f"Job {jobId} has already finished ({status})")
@@ -134,6 +146,7 @@ async def cancel_job(
 @router.get("/{jobId}/events", summary="The job's events after an id, in order")
 async def job_events(
     jobId: str,
+    request: Request,
     user: CurrentUser,
     client: Redis,
     after: Annotated[str, Query(description="An eventId; omit for all")] = "0-0",
@@ -144,6 +157,7 @@ async def job_events(
         raise ApiError(
             422, "validation_error", "after: must be an eventId like 1700000000000-0"
         ) from exc
-    await _visible_job(client, user, jobId)
-    events = await store.job_events(client, jobId, after)
+    state = await _visible_job(client, request, user, jobId)
+    part = _space(request).of_user(state.owner)
+    events = await store.job_events(client, part, jobId, after)
     return {"message": "Events retrieved", "data": {"jobId": jobId, "events": events}}

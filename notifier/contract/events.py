@@ -333,9 +333,11 @@ class StreamEvent:
     job_id: str
     channel: str
     payload: str  # the message as JSON, without eventId
+    #: The partition whose stream the event was read from (its id is of that stream).
+    partition: int = 0
 
     @classmethod
-    def from_entry(cls, event_id: str, fields: dict[str, str]) -> StreamEvent:
+    def from_entry(cls, event_id: str, fields: dict[str, str], partition: int = 0) -> StreamEvent:
         return cls(
             event_id=event_id,
             route=fields.get("r", ""),
@@ -344,6 +346,7 @@ class StreamEvent:
             job_id=fields.get("j", ""),
             channel=fields.get("c", ""),
             payload=fields.get("p", "{}"),
+            partition=partition,
         )
 
     @property

@@ -26,6 +26,25 @@ class Settings(BaseSettings):
         default="redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("REDIS_URL", "JOBCAST_REDIS_URL"),
     )
+    #: ``REDIS_URL`` names any node of a Redis Cluster: everything runs on the cluster.
+    redis_cluster: bool = False
+    #: Partitions of the keyspace (a user's partition is a stable hash of their id). Fixed
+    #: per deployment and recorded in Redis; see ``jobcast migrate-partitions``.
+    partitions: int = Field(default=64, ge=1, le=4096)
+    #: Celery's broker and result backend, under Celery's own names. Unset: ``REDIS_URL``
+    #: (a start-up error in cluster mode: kombu has no Redis Cluster transport).
+    celery_broker_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("CELERY_BROKER_URL")
+    )
+    celery_result_backend: str | None = Field(
+        default=None, validation_alias=AliasChoices("CELERY_RESULT_BACKEND")
+    )
+    #: ``make run-cluster``: the ports of the local cluster's six nodes (3 masters, then
+    #: 3 replicas); unset: free ports.
+    cluster_ports: Annotated[list[int], NoDecode] = []
+    #: Terminal events wait this long for one replica's acknowledgement (``WAIT 1``); 0
+    #: skips the wait. Without replicas the wait is skipped anyway.
+    replica_wait_ms: int = Field(default=500, ge=0)
 
     #: Allocations between young-generation garbage collections in a notifier (0: Python's
     #: default of 700, which costs much CPU with thousands of connections).
@@ -101,7 +120,7 @@ class Settings(BaseSettings):
     #: marker; the full result stays in Celery's result backend.
     result_max_bytes: int = Field(default=32 * 1024, ge=64)
 
-    @field_validator("jwt_algorithms", "cors_origins", mode="before")
+    @field_validator("jwt_algorithms", "cors_origins", "cluster_ports", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -112,6 +131,24 @@ class Settings(BaseSettings):
         if not value or any(alg.lower() == "none" for alg in value):
             raise ValueError("JOBCAST_JWT_ALGORITHMS must list real algorithms; 'none' is refused")
         return value
+
+    def broker_url(self) -> str:
+        """Celery's broker: ``CELERY_BROKER_URL``, else ``REDIS_URL`` (not on a cluster)."""
+        return self._celery_url(self.celery_broker_url, "CELERY_BROKER_URL")
+
+    def result_backend(self) -> str:
+        """Celery's result backend: ``CELERY_RESULT_BACKEND``, else ``REDIS_URL``."""
+        return self._celery_url(self.celery_result_backend, "CELERY_RESULT_BACKEND")
+
+    def _celery_url(self, value: str | None, name: str) -> str:
+        if value:
+            return value
+        if self.redis_cluster:
+            raise RuntimeError(
+                f"{name} is required with JOBCAST_REDIS_CLUSTER=true: Celery (kombu) has no "
+                "Redis Cluster transport; point it at a standalone Redis, Sentinel or RabbitMQ"
+            )
+        return self.redis_url
 
     def verification_key(self) -> str:
         """The key that verifies tokens; fails naming the missing setting."""

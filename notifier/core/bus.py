@@ -1,53 +1,89 @@
-"""The Redis Streams event bus: one atomic publish script, and a fan-out reader.
+"""The Redis Streams event bus: one atomic publish script, and the partition readers.
 
-Publishing appends the event to the event stream and, in the same Lua script, updates the
-job's state, the owner's job list, the owner's inbox and the job's own history, so that a
-snapshot, a replay and a live read never disagree. Ordering rules live here too: a terminal
-state is final, and events of an older attempt or step of a task are dropped. A job holds a
-lease in the running set while it runs; a ``retrying`` job waits in the queue (its retry
+Publishing appends the event to its partition's event stream (``keys.Partition.events``)
+and, in the same Lua script, updates the job's state, the owner's job list, the owner's
+inbox and the job's own history, so that a snapshot, a replay and a live read never
+disagree. Every key of one call carries the owner's partition tag: one hash slot, so the
+script runs on Redis Cluster. Ordering rules live here too: a terminal state is final,
+and events of an older attempt or step of a task are dropped. A job holds a lease in its
+partition's running set while it runs; a ``retrying`` job waits in the queue (its retry
 countdown may outlast any lease), so, like a ``queued`` one, it holds none.
+
+Broadcasts and channel messages are appended to every partition (they are rare), so
+that each user's feed — their job events and the broadcasts — is one id space and
+``lastEventId`` recovery stays exact.
+
+Terminal events are confirmed by one replica (``WAIT 1``, bounded by
+``JOBCAST_REPLICA_WAIT_MS``, on the connection that ran the script; skipped where the
+master has no replica) before a worker counts them published: an unconfirmed one raises
+:class:`NotConfirmed` and is published again (the script makes that a no-op when the
+first write survived).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
 
 from notifier.contract import keys, scripts
-from notifier.contract.events import Event, StreamEvent, dumps, now_ms
+from notifier.contract.events import (
+    JOB_STATUS_UPDATE,
+    PROCESSING,
+    Event,
+    StreamEvent,
+    dumps,
+    now_ms,
+)
+from notifier.contract.keys import Partition, keyspace
 from notifier.contract.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: A process's Redis client: one server (or Sentinel's master), or a Redis Cluster.
+SyncRedis = redis.Redis | RedisCluster
+AsyncRedis = aioredis.Redis | AsyncRedisCluster
+
 #: The publish script (``lua/publish.lua``: its KEYS and ARGV are those of _script_call).
 PUBLISH_LUA = scripts.source("publish")
+#: Routes whose events go to every partition.
+FANOUT_ROUTES = frozenset({"all", "channel"})
 
 
-def _script_call(event: Event, settings: Settings) -> tuple[list[str], list[Any]]:
-    user = event.user_id
-    job = event.job_id
-    script_keys = [
-        keys.EVENTS,
-        keys.job(job),
-        keys.user_jobs(user),
-        keys.user_inbox(user),
-        keys.BROADCASTS,
-        keys.job_events(job),
-        keys.RUNNING,
+class NotConfirmed(redis.RedisError):
+    """A terminal event was written but no replica acknowledged it in time: publish it
+    again (a no-op when the write survived)."""
+
+
+class PartitionMismatch(RuntimeError):
+    """The data in Redis was written with another ``JOBCAST_PARTITIONS``."""
+
+
+def _script_keys(part: Partition, event: Event) -> list[str]:
+    job, user = event.job_id, event.user_id
+    return [
+        part.events,
+        part.job(job),
+        part.user_jobs(user),
+        part.user_inbox(user),
+        part.broadcasts,
+        part.job_events(job),
+        part.running,
     ]
-    args = [
+
+
+def _script_args(event: Event, settings: Settings) -> list[Any]:
+    return [
         event.route,
         event.type,
-        user,
-        job,
+        event.user_id,
+        event.job_id,
         event.channel,
         dumps(event.message),
         event.state,
@@ -61,7 +97,14 @@ def _script_call(event: Event, settings: Settings) -> tuple[list[str], list[Any]
         int(settings.job_lease_seconds * 1000),
         "1" if "progress" in event.snapshot else "0",
     ]
-    return script_keys, args
+
+
+def _records_owner(event: Event) -> bool:
+    """Whether publishing ``event`` (re)writes its job's owner index: every change of state
+    does (the first event of a job is one); a progress step, the hot path, does not."""
+    if not event.job_id:
+        return False
+    return not (event.type == JOB_STATUS_UPDATE and event.state == PROCESSING and event.seq > 1)
 
 
 def text(raw: Any) -> str:
@@ -69,9 +112,12 @@ def text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
-def stream_events(entries: Any) -> list[StreamEvent]:
-    """``XRANGE``/``XREAD`` entries as :class:`StreamEvent` objects."""
-    return [StreamEvent.from_entry(text(eid), dict(fields or {})) for eid, fields in entries or ()]
+def stream_events(entries: Any, partition: int = 0) -> list[StreamEvent]:
+    """``XRANGE``/``XREAD`` entries (of ``partition``'s streams) as :class:`StreamEvent`."""
+    return [
+        StreamEvent.from_entry(text(eid), dict(fields or {}), partition)
+        for eid, fields in entries or ()
+    ]
 
 
 def _result(raw: Any) -> str | None:
@@ -90,18 +136,138 @@ def _publish_script(client: Any) -> Any:
     return script
 
 
-def publish_sync(client: redis.Redis, event: Event, settings: Settings) -> str | None:
-    """Append ``event`` (blocking client, for Celery processes). Returns its id, or None when
-    the ordering rules dropped it (a late event of a finished job, a stale step)."""
-    script_keys, args = _script_call(event, settings)
-    return _result(_publish_script(client)(keys=script_keys, args=args))
+# --- replicas
 
 
-async def publish(client: aioredis.Redis, event: Event, settings: Settings) -> str | None:
-    """Append ``event`` (asyncio client). Same contract as :func:`publish_sync`."""
-    script_keys, args = _script_call(event, settings)
-    raw = await _publish_script(client)(keys=script_keys, args=args)
+#: Per node client: (checked at, replicas connected to it).
+_REPLICAS: weakref.WeakKeyDictionary[Any, tuple[float, int]] = weakref.WeakKeyDictionary()
+_REPLICAS_TTL = 5.0
+
+
+def _known_replicas(node: Any) -> int | None:
+    cached = _REPLICAS.get(node)
+    if cached is None or time.monotonic() - cached[0] > _REPLICAS_TTL:
+        return None
+    return cached[1]
+
+
+def _note_replicas(node: Any, info: dict[str, Any]) -> int:
+    count = int(info.get("connected_slaves", 0))
+    _REPLICAS[node] = (time.monotonic(), count)
+    return count
+
+
+def _check_ack(acked: Any, event: Event, wait_ms: int) -> None:
+    if int(acked) < 1:
+        raise NotConfirmed(
+            f"terminal event of job {event.job_id} not acknowledged by a replica within "
+            f"{wait_ms} ms"
+        )
+
+
+def _confirm_sync(
+    client: SyncRedis, part: Partition, event: Event, settings: Settings
+) -> str | None:
+    """The publish of a terminal event and ``WAIT 1`` on the same connection."""
+    node: redis.Redis
+    if isinstance(client, RedisCluster):
+        cluster_node = client.get_node_from_key(part.events)  # type: ignore[no-untyped-call]
+        node = client.get_redis_connection(cluster_node)
+    else:
+        node = client
+    replicas = _known_replicas(node)
+    if replicas is None:
+        replicas = _note_replicas(node, node.info("replication"))
+    script_keys, args = _script_keys(part, event), _script_args(event, settings)
+    if replicas == 0:
+        return _result(_publish_script(node)(keys=script_keys, args=args))
+    with node.pipeline(transaction=False) as pipe:
+        pipe.eval(PUBLISH_LUA, len(script_keys), *script_keys, *args)
+        pipe.execute_command("WAIT", 1, settings.replica_wait_ms)  # type: ignore[no-untyped-call]
+        raw, acked = pipe.execute()
+    _check_ack(acked, event, settings.replica_wait_ms)
     return _result(raw)
+
+
+async def _confirm(
+    client: AsyncRedis, part: Partition, event: Event, settings: Settings
+) -> str | None:
+    script_keys, args = _script_keys(part, event), _script_args(event, settings)
+    if isinstance(client, AsyncRedisCluster):
+        # redis-py's asyncio cluster client has no per-node client to pin a connection
+        # for WAIT; the notifier's own terminal events (worker_lost) go unconfirmed.
+        return _result(await _publish_script(client)(keys=script_keys, args=args))
+    replicas = _known_replicas(client)
+    if replicas is None:
+        replicas = _note_replicas(client, await client.info("replication"))
+    if replicas == 0:
+        return _result(await _publish_script(client)(keys=script_keys, args=args))
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.eval(PUBLISH_LUA, len(script_keys), *script_keys, *args)
+        pipe.execute_command("WAIT", 1, settings.replica_wait_ms)
+        raw, acked = await pipe.execute()
+    _check_ack(acked, event, settings.replica_wait_ms)
+    return _result(raw)
+
+
+# --- publishing
+
+
+def fan_out_sync(
+    client: SyncRedis, event: Event, settings: Settings, done: dict[int, str | None]
+) -> dict[int, str | None]:
+    """Append a broadcast or channel message to every partition; ``done`` (kept by a caller
+    that retries) collects each partition's id, so a retry after a failure skips the
+    partitions already written. Returns ``done``."""
+    script = _publish_script(client)
+    for part in keyspace(settings.partitions).partitions:
+        if part.index not in done:
+            raw = script(keys=_script_keys(part, event), args=_script_args(event, settings))
+            done[part.index] = _result(raw)
+    return done
+
+
+def publish_sync(client: SyncRedis, event: Event, settings: Settings) -> str | None:
+    """Append ``event`` (blocking client, for Celery processes). Returns its id, or None when
+    the ordering rules dropped it (a late event of a finished job, a stale step).
+
+    A broadcast or channel message goes to every partition (:func:`fan_out_sync`), each
+    copy with its partition's id; the id returned is the one in the feed of its sender
+    (``event.user_id``: the admin who posted it; partition 0's when unset)."""
+    space = keyspace(settings.partitions)
+    if event.route in FANOUT_ROUTES:
+        return fan_out_sync(client, event, settings, {})[space.index_of(event.user_id)]
+    part = space.of_user(event.user_id)
+    if _records_owner(event):
+        client.set(keys.job_owner(event.job_id), event.user_id, ex=settings.retention_seconds)
+    if event.terminal and settings.replica_wait_ms > 0:
+        return _confirm_sync(client, part, event, settings)
+    raw = _publish_script(client)(
+        keys=_script_keys(part, event), args=_script_args(event, settings)
+    )
+    return _result(raw)
+
+
+async def publish(client: AsyncRedis, event: Event, settings: Settings) -> str | None:
+    """Append ``event`` (asyncio client). Same contract as :func:`publish_sync`."""
+    space = keyspace(settings.partitions)
+    script = _publish_script(client)
+    if event.route in FANOUT_ROUTES:
+        ids = [
+            await script(keys=_script_keys(part, event), args=_script_args(event, settings))
+            for part in space.partitions
+        ]
+        return _result(ids[space.index_of(event.user_id)])
+    part = space.of_user(event.user_id)
+    if _records_owner(event):
+        await client.set(keys.job_owner(event.job_id), event.user_id, ex=settings.retention_seconds)
+    if event.terminal and settings.replica_wait_ms > 0:
+        return await _confirm(client, part, event, settings)
+    raw = await script(keys=_script_keys(part, event), args=_script_args(event, settings))
+    return _result(raw)
+
+
+# --- clients
 
 
 def connection_kwargs() -> dict[str, Any]:
@@ -114,10 +280,16 @@ def connection_kwargs() -> dict[str, Any]:
     }
 
 
-def async_client(settings: Settings) -> aioredis.Redis:
-    """One client per process. Its pool *waits* for a free connection when all are busy
-    (redis-py's default pool fails at once, which a burst of connecting clients hits)."""
+def async_client(settings: Settings) -> AsyncRedis:
+    """One client per process. On one Redis its pool *waits* for a free connection when
+    all are busy (redis-py's default pool fails at once, which a burst of connecting
+    clients hits). ``JOBCAST_REDIS_CLUSTER``: redis-py's cluster client, which follows the
+    cluster's slots and failovers."""
     kwargs = connection_kwargs()
+    if settings.redis_cluster:
+        return AsyncRedisCluster.from_url(
+            settings.redis_url, max_connections=settings.redis_max_connections * 4, **kwargs
+        )
     decode = kwargs.pop("decode_responses")
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
@@ -129,86 +301,45 @@ def async_client(settings: Settings) -> aioredis.Redis:
     return aioredis.Redis(connection_pool=pool)
 
 
-def sync_client(settings: Settings) -> redis.Redis:
+def sync_client(settings: Settings) -> SyncRedis:
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url, **connection_kwargs())
     return redis.Redis.from_url(settings.redis_url, **connection_kwargs())
 
 
-Handler = Callable[[Sequence[StreamEvent]], Awaitable[None]]
+# --- the partition count in use
 
 
-class StreamReader:
-    """Reads the whole event stream from this instance's own last id and hands batches on.
+def _mismatch(recorded: Any, configured: int) -> PartitionMismatch:
+    return PartitionMismatch(
+        f"Redis holds data written with JOBCAST_PARTITIONS={text(recorded)}, but this process "
+        f"has JOBCAST_PARTITIONS={configured}: set it back to {text(recorded)}, or stop every "
+        f"jobcast process and run `jobcast migrate-partitions --to {configured}` "
+        "(docs/operations.md, 'Changing the partition count')"
+    )
 
-    Every notifier instance runs one: that is the fan-out. On a Redis error it backs off
-    (capped, with jitter), logs it, and resumes from the last id it handled.
-    """
 
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        handler: Handler,
-        *,
-        batch: int = 500,
-        block_ms: int = 1000,
-        max_backoff: float = 5.0,
-    ) -> None:
-        self._client = client
-        self._handler = handler
-        self._batch = batch
-        self._block_ms = block_ms
-        self._max_backoff = max_backoff
-        self.last_id: str | None = None
-        self.connected = False
-        self._last_ok = 0.0
+def check_partitions_sync(client: SyncRedis, settings: Settings) -> None:
+    """Record the partition count on first use; raise :class:`PartitionMismatch` when Redis
+    holds another."""
+    client.hsetnx(keys.PARTITIONS, "count", settings.partitions)
+    recorded = client.hget(keys.PARTITIONS, "count")
+    if recorded is not None and int(text(recorded)) != settings.partitions:
+        raise _mismatch(recorded, settings.partitions)
 
-    @property
-    def healthy(self) -> bool:
-        """Connected, and a read returned recently (the loop is alive)."""
-        return self.connected and time.monotonic() - self._last_ok < self._block_ms / 1000 + 5
 
-    async def lag(self, cap: int = 1000) -> int:
-        """How many entries the stream holds after this reader's last id (at most ``cap``)."""
-        if self.last_id is None:
-            return 0
-        newer = await self._client.xrange(keys.EVENTS, min=f"({self.last_id}", count=cap)
-        return len(newer or ())
+async def check_partitions(client: AsyncRedis, settings: Settings) -> None:
+    """Asyncio :func:`check_partitions_sync`."""
+    await client.hsetnx(keys.PARTITIONS, "count", settings.partitions)
+    recorded = await client.hget(keys.PARTITIONS, "count")
+    if recorded is not None and int(text(recorded)) != settings.partitions:
+        raise _mismatch(recorded, settings.partitions)
 
-    async def _tail(self) -> str:
-        newest = await self._client.xrevrange(keys.EVENTS, count=1)
-        return str(newest[0][0]) if newest else "0-0"
 
-    async def run(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                if self.last_id is None:
-                    self.last_id = await self._tail()
-                    log.info("event reader started", extra={"last_id": self.last_id})
-                response = await self._client.xread(
-                    {keys.EVENTS: self.last_id}, count=self._batch, block=self._block_ms
-                )
-                if not self.connected:
-                    log.info("event reader connected", extra={"last_id": self.last_id})
-                self.connected = True
-                self._last_ok = time.monotonic()
-                attempt = 0
-                for stream_reply in response or ():
-                    batch = stream_events(stream_reply[1])
-                    if not batch:
-                        continue
-                    self.last_id = batch[-1].event_id
-                    try:
-                        await self._handler(batch)
-                    except Exception:
-                        log.exception("event handler failed", extra={"last_id": self.last_id})
-            except asyncio.CancelledError:
-                raise
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                self.connected = False
-                attempt += 1
-                delay = min(self._max_backoff, 0.1 * 2**attempt) * (0.5 + random.random() / 2)
-                log.warning(
-                    "event reader lost Redis; retrying",
-                    extra={"error": str(exc), "retry_in_s": round(delay, 2), "attempt": attempt},
-                )
-                await asyncio.sleep(delay)
+async def verify_partitions(client: AsyncRedis, settings: Settings) -> None:
+    """At start-up: :func:`check_partitions`, unless Redis does not answer yet (then the
+    first process to reach it records the count)."""
+    try:
+        await check_partitions(client, settings)
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        log.warning("partition count not checked: Redis unavailable", extra={"error": str(exc)})

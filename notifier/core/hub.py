@@ -5,6 +5,13 @@ Socket.IO and native WebSocket connections are both :class:`Connection` objects 
 set logic, who receives each event read from the stream. Each connection gets each event
 at most once, and never an event of a job older than what it has already seen of it.
 Subscribers of the ``ops`` channel also get every ``job_error``, whoever owns the job.
+
+Events come from partition streams (``keys.Partition``). A broadcast or channel message is
+in every partition's stream, each copy with that partition's id: a connection gets the
+copy of its user's partition, so that its ids stay in one space. The hub counts, per
+partition, what needs it read — its users' connections, subscriptions to its jobs, and
+``ops`` subscriptions (every partition: ``job_error`` of any user) — and tells the reader
+(``on_partition``) when a count leaves or reaches zero.
 """
 
 from __future__ import annotations
@@ -12,9 +19,10 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from notifier.contract.events import JOB_ERROR, OPS, StreamEvent, parse_event_id
+from notifier.contract.keys import Keyspace
 from notifier.edge.auth import Principal
 from notifier.edge.limits import RateLimiter
 
@@ -25,6 +33,10 @@ Closer = Callable[[int, str], None]
 #: Told, for each channel message dispatched, which users had a connection subscribed to
 #: its channel (and, for each ``job_error``, which users had one subscribed to ``ops``).
 ChannelHook = Callable[[StreamEvent, set[str]], None]
+#: Told that a partition is needed (True) or no longer needed (False).
+PartitionHook = Callable[[int, bool], None]
+
+K = TypeVar("K", str, int)
 
 #: Size assumed for small messages built on the server (answers, snapshots).
 SMALL = 256
@@ -38,9 +50,11 @@ class Connection:
         "closer",
         "cursors",
         "id",
+        "job_partitions",
         "jobs",
         "limiter",
         "lost",
+        "partition",
         "pending",
         "principal",
         "replaying",
@@ -63,6 +77,8 @@ class Connection:
         self.sender = send
         self.closer = close
         self.limiter = limiter
+        #: The user's partition (set by :meth:`Hub.add`).
+        self.partition = 0
         #: Closed with messages undelivered (slow consumer): its user's ``seen`` cursor
         #: must not move past them.
         self.lost = False
@@ -70,6 +86,8 @@ class Connection:
         self.channels: set[str] = set()
         #: Jobs whose subscription waits for its snapshot: live events are held back here.
         self.pending: dict[str, list[StreamEvent]] = {}
+        #: The partition of each job subscribed to (or waiting for its snapshot).
+        self.job_partitions: dict[str, int] = {}
         #: Per job (``""`` for broadcasts), the newest event id this connection has been
         #: sent, snapshots included: anything not newer is a duplicate.
         self.cursors: dict[str, tuple[int, int]] = {}
@@ -92,9 +110,15 @@ class Connection:
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, space: Keyspace) -> None:
+        self.space = space
         self.connections: dict[str, Connection] = {}
         self.by_user: defaultdict[str, set[Connection]] = defaultdict(set)
+        self.by_partition: defaultdict[int, set[Connection]] = defaultdict(set)
+        #: Per partition, how many connections, job subscriptions and ``ops``
+        #: subscriptions of this instance need it read.
+        self.demand: dict[int, int] = {}
+        self.on_partition: PartitionHook | None = None
         self.by_job: defaultdict[str, set[Connection]] = defaultdict(set)
         self.by_channel: defaultdict[str, set[Connection]] = defaultdict(set)
         self.delivered = 0
@@ -107,8 +131,11 @@ class Hub:
         """Register ``conn``; with ``hold``, live events wait until :meth:`resume`."""
         if hold:
             conn.replaying = []
+        conn.partition = self.space.index_of(conn.user_id)
         self.connections[conn.id] = conn
         self.by_user[conn.user_id].add(conn)
+        self.by_partition[conn.partition].add(conn)
+        self._need(conn.partition)
 
     def resume(self, conn: Connection, replay: Sequence[StreamEvent]) -> None:
         """Send the replayed events, then the live ones held meanwhile, without duplicates."""
@@ -122,24 +149,36 @@ class Hub:
         if self.connections.pop(conn.id, None) is None:
             return
         _discard(self.by_user, conn.user_id, conn)
+        _discard(self.by_partition, conn.partition, conn)
+        self._free(conn.partition)
         for job_id in conn.jobs | set(conn.pending):
             _discard(self.by_job, job_id, conn)
-        for channel in conn.channels:
-            _discard(self.by_channel, channel, conn)
+        for partition in conn.job_partitions.values():
+            self._free(partition)
+        conn.job_partitions.clear()
+        for channel in list(conn.channels):
+            self.leave_channel(conn, channel)
         conn.jobs.clear()
         conn.pending.clear()
         conn.channels.clear()
 
-    def watch_job(self, conn: Connection, job_id: str) -> None:
-        """Start holding live events of ``job_id`` for ``conn`` until its snapshot is sent."""
+    def watch_job(self, conn: Connection, job_id: str, partition: int) -> None:
+        """Start holding live events of ``job_id`` (of ``partition``) for ``conn`` until its
+        snapshot is sent."""
         conn.pending.setdefault(job_id, [])
         self.by_job[job_id].add(conn)
+        if job_id not in conn.job_partitions:
+            conn.job_partitions[job_id] = partition
+            self._need(partition)
 
     def unwatch_job(self, conn: Connection, job_id: str) -> None:
         conn.jobs.discard(job_id)
         conn.pending.pop(job_id, None)
         conn.cursors.pop(job_id, None)
         _discard(self.by_job, job_id, conn)
+        partition = conn.job_partitions.pop(job_id, None)
+        if partition is not None:
+            self._free(partition)
 
     def open_job(self, conn: Connection, job_id: str, snapshot: dict[str, Any]) -> None:
         """Send the snapshot, then the live events held meanwhile that are newer than it."""
@@ -152,12 +191,39 @@ class Hub:
             self._deliver(conn, event, event.message())
 
     def join_channel(self, conn: Connection, channel: str) -> None:
+        if channel in conn.channels:
+            return
         conn.channels.add(channel)
         self.by_channel[channel].add(conn)
+        if channel == OPS:
+            for partition in range(self.space.count):
+                self._need(partition)
 
     def leave_channel(self, conn: Connection, channel: str) -> None:
+        if channel not in conn.channels:
+            return
         conn.channels.discard(channel)
         _discard(self.by_channel, channel, conn)
+        if channel == OPS:
+            for partition in range(self.space.count):
+                self._free(partition)
+
+    # --- which partitions are needed
+
+    def _need(self, partition: int) -> None:
+        count = self.demand.get(partition, 0)
+        self.demand[partition] = count + 1
+        if count == 0 and self.on_partition is not None:
+            self.on_partition(partition, True)
+
+    def _free(self, partition: int) -> None:
+        count = self.demand.get(partition, 0) - 1
+        if count > 0:
+            self.demand[partition] = count
+            return
+        self.demand.pop(partition, None)
+        if self.on_partition is not None:
+            self.on_partition(partition, False)
 
     # --- routing
 
@@ -171,10 +237,13 @@ class Hub:
                 self.by_user.get(event.user_id) if event.route == "owner" else None,
                 self.by_channel.get(OPS) if event.type == JOB_ERROR else None,
             )
-        if event.route == "all":
-            return self.connections.values()
+        if event.route == "all":  # the copy of each partition to its users
+            return self.by_partition.get(event.partition, ())
         if event.route == "channel":
-            return self.by_channel.get(event.channel, ())
+            subscribers = self.by_channel.get(event.channel)
+            if not subscribers:
+                return ()
+            return [conn for conn in subscribers if conn.partition == event.partition]
         log.warning("event with unknown route dropped", extra={"event_id": event.event_id})
         return ()
 
@@ -250,7 +319,7 @@ def _size(event: StreamEvent) -> int:
     return len(event.payload) + 48  # the payload plus eventId and framing
 
 
-def _discard(index: defaultdict[str, set[Connection]], name: str, conn: Connection) -> None:
+def _discard(index: defaultdict[K, set[Connection]], name: K, conn: Connection) -> None:
     members = index.get(name)
     if members is not None:
         members.discard(conn)

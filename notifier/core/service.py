@@ -18,7 +18,6 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -26,14 +25,15 @@ from starlette.websockets import WebSocket
 
 from notifier.adapters import native
 from notifier.adapters.sio import create_server
-from notifier.contract import keys
 from notifier.contract.endpoints import NATIVE_PATH
 from notifier.contract.events import StreamEvent, dumps
+from notifier.contract.keys import keyspace
 from notifier.contract.settings import Settings, get_settings
 from notifier.core import stats
-from notifier.core.bus import StreamReader, async_client
+from notifier.core.bus import AsyncRedis, async_client, verify_partitions
 from notifier.core.hub import Connection, Hub
 from notifier.core.presence import Presence
+from notifier.core.reader import PartitionReader
 from notifier.core.reaper import Reaper
 from notifier.core.recovery import Recovery, Replay
 from notifier.core.sessions import Sessions
@@ -52,18 +52,19 @@ class Notifier:
         self.settings = settings or get_settings()
         self.verifier = TokenVerifier(self.settings)  # fails now, naming a missing key
         self.origins = OriginPolicy(self.settings.cors_origins)
-        self.hub = Hub()
+        self.space = keyspace(self.settings.partitions)
+        self.hub = Hub(self.space)
         self.sessions = Sessions(self.settings.session_warning_seconds)
         #: Native frames, encoded once per event for every native recipient.
         self.native_frames = EncodeCache(dumps)
         self.socket_server = create_server(self)
         metrics.TRANSPORT.info({"path": self.socket_server.path})
         self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self._redis: aioredis.Redis | None = None
+        self._redis: AsyncRedis | None = None
         self._commands: Commands | None = None
         self._presence: Presence | None = None
         self._recovery: Recovery | None = None
-        self.reader: StreamReader | None = None
+        self.reader: PartitionReader | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._delivered_seen = 0
         for transport in stats.TRANSPORTS:
@@ -72,7 +73,7 @@ class Notifier:
             )
 
     @property
-    def redis(self) -> aioredis.Redis:
+    def redis(self) -> AsyncRedis:
         if self._redis is None:
             raise RuntimeError("the notifier is not started (lifespan not entered)")
         return self._redis
@@ -123,6 +124,7 @@ class Notifier:
         self.hub.add(conn, hold=True)
         replay = Replay(recovered=False)
         try:
+            await self.partition_started(conn.partition)  # live reads start before the replay
             if last_event_id:
                 replay = await self.recovery.after(conn.user_id, last_event_id)
             if not replay.recovered and not await self.presence.others_online(
@@ -149,15 +151,27 @@ class Notifier:
 
     async def release(self, conn: Connection) -> None:
         """Forget ``conn``; remember how far its user had been served live."""
+        last = self.reader.last_id(conn.partition) if self.reader else None
         self.hub.remove(conn)
         self.sessions.forget(conn)
         try:
             await self.presence.close(conn.user_id, conn.id)
-            last = self.reader.last_id if self.reader else None
             if last and last != "0-0" and not conn.lost and not self.hub.by_user.get(conn.user_id):
                 await self.presence.advance(conn.user_id, "seen", last)
         except Exception as exc:
             log.warning("presence not updated", extra={"conn": conn.id, "error": str(exc)})
+
+    async def partition_started(self, partition: int) -> None:
+        if self.reader is not None:
+            await self.reader.started(partition)
+
+    def _on_partition(self, partition: int, needed: bool) -> None:
+        if self.reader is None:
+            return
+        if needed:
+            self.reader.add(partition)
+        else:
+            self.reader.discard(partition)
 
     def count_connections(self, transport: str) -> int:
         # Connection.transport is kept current by the adapters (an upgrade to WebSocket).
@@ -207,14 +221,18 @@ class Notifier:
         and publish its statistics; update the gauges read from Redis (``jobcast_redis_up``
         follows whether this round trip succeeded)."""
         published_users: frozenset[str] | None = None
+        rounds = 0
         while True:
             await asyncio.sleep(1.0)
+            rounds += 1
             try:
+                await self.presence.renew(self.hub.by_partition)
                 users = frozenset(self.hub.by_user)
                 await self._publish_instance(users if users != published_users else None)
                 published_users = users
                 metrics.REDIS_UP.set(1)
-                metrics.JOBS_RUNNING.set(await self.redis.zcard(keys.RUNNING))
+                if rounds % 5 == 1:
+                    metrics.JOBS_RUNNING.set(await self._jobs_running())
                 if self.reader is not None:
                     metrics.READER_LAG.set(await self.reader.lag())
             except Exception as exc:
@@ -222,20 +240,48 @@ class Notifier:
                 metrics.REDIS_UP.set(0)
                 log.warning("instance lease not published", extra={"error": str(exc)})
 
+    async def _jobs_running(self) -> int:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for part in self.space.partitions:
+                pipe.zcard(part.running)
+            return sum(int(count) for count in await pipe.execute())
+
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         settings = self.settings
         self._redis = async_client(settings)
-        self._presence = Presence(self._redis, self.instance_id, settings.retention_seconds)
+        await verify_partitions(self._redis, settings)  # refuses another partition count
+        self._presence = Presence(
+            self._redis,
+            self.space,
+            self.instance_id,
+            retention=settings.retention_seconds,
+            lease_seconds=settings.presence_lease_seconds,
+        )
         self._recovery = Recovery(
             self._redis,
+            self.space,
             retention_seconds=settings.retention_seconds,
             inbox_max=settings.inbox_max_events,
         )
         self._commands = Commands(
-            self.hub, self._redis, settings, self._presence, self.verifier, self.sessions
+            self.hub,
+            self._redis,
+            settings,
+            self._presence,
+            self.verifier,
+            self.sessions,
+            self.partition_started,
         )
-        self.reader = StreamReader(self._redis, self._on_events, batch=settings.read_batch)
+        self.reader = PartitionReader(
+            self._redis,
+            self._on_events,
+            self.space,
+            cluster=settings.redis_cluster,
+            batch=settings.read_batch,
+        )
+        self.hub.on_partition = self._on_partition
+        metrics.READER_PARTITIONS.set_function(lambda: self.reader.partitions if self.reader else 0)
         self._tasks = [
             asyncio.create_task(self.reader.run(), name="jobcast-event-reader"),
             asyncio.create_task(self._housekeeping(), name="jobcast-housekeeping"),
@@ -261,6 +307,7 @@ class Notifier:
                     await task
             with contextlib.suppress(Exception):
                 await stats.withdraw_instance(self._redis, self.instance_id)
+                await self._presence.withdraw()
             await self._redis.aclose()
             log.info("notifier stopped", extra={"instance": self.instance_id})
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from notifier.contract import keys
 from notifier.contract.events import now_ms
-from notifier.core.bus import text
+from notifier.contract.keys import Keyspace
+from notifier.core.bus import AsyncRedis, text
 from notifier.core.presence import live_connections
 
 TRANSPORTS = ("websocket", "polling", "native")
@@ -21,7 +20,7 @@ FIGURES = ("activeConnections", "activeJobSubscriptions", "activeChannelSubscrip
 
 
 async def publish_instance(
-    client: aioredis.Redis,
+    client: AsyncRedis,
     instance_id: str,
     figures: dict[str, int],
     users: set[str] | None,
@@ -41,14 +40,14 @@ async def publish_instance(
         await pipe.execute()
 
 
-async def withdraw_instance(client: aioredis.Redis, instance_id: str) -> None:
+async def withdraw_instance(client: AsyncRedis, instance_id: str) -> None:
     async with client.pipeline(transaction=False) as pipe:
         pipe.delete(keys.instance_stats(instance_id), keys.instance_users(instance_id))
         pipe.zrem(keys.INSTANCES, instance_id)
         await pipe.execute()
 
 
-async def cluster_stats(client: aioredis.Redis) -> dict[str, Any]:
+async def cluster_stats(client: AsyncRedis) -> dict[str, Any]:
     """The figures of ``GET /api/v1/websocket/stats``, summed over live instances."""
     now = now_ms()
     await client.zremrangebyscore(keys.INSTANCES, "-inf", now)
@@ -71,8 +70,14 @@ async def cluster_stats(client: aioredis.Redis) -> dict[str, Any]:
             for transport in TRANSPORTS:
                 by_transport[transport] += int(figures.get(f"transport:{transport}", 0))
             delivered += int(figures.get("eventsDelivered", 0))
-    user_keys = [keys.instance_users(i) for i in instances]
-    active_users = len(await client.sunion(user_keys)) if user_keys else 0
+    users: set[str] = set()
+    if instances:  # one key per command: the sets may live on different cluster nodes
+        async with client.pipeline(transaction=False) as pipe:
+            for instance in instances:
+                pipe.smembers(keys.instance_users(instance))
+            for members in await pipe.execute():
+                users.update(text(member) for member in members or ())
+    active_users = len(users)
     return {
         **totals,
         "activeUsers": active_users,
@@ -82,6 +87,6 @@ async def cluster_stats(client: aioredis.Redis) -> dict[str, Any]:
     }
 
 
-async def user_connections(client: aioredis.Redis, user_id: str) -> int:
+async def user_connections(client: AsyncRedis, space: Keyspace, user_id: str) -> int:
     """The user's open connections on every live instance."""
-    return await live_connections(client, user_id)
+    return await live_connections(client, space, user_id)

@@ -1,4 +1,7 @@
-"""The read side of job state kept by the publish script: snapshots, job lists, history."""
+"""The read side of job state kept by the publish script: snapshots, job lists, history.
+
+A job's keys live in its owner's partition: :func:`locate` finds it from the job id alone
+(one ``GET`` of the owner index the publisher writes before the job's first event)."""
 
 from __future__ import annotations
 
@@ -7,11 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from notifier.contract import keys
 from notifier.contract.events import JOB_STATUS_UPDATE, TERMINAL_STATES, parse_event_id
-from notifier.core.bus import stream_events, text
+from notifier.contract.keys import Keyspace, Partition
+from notifier.core.bus import AsyncRedis, stream_events, text
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,39 +106,61 @@ class JobState:
         return body
 
 
-async def get_job(client: aioredis.Redis, job_id: str) -> JobState | None:
-    raw: dict[str, str] = await client.hgetall(keys.job(job_id))  # type: ignore[assignment]
+async def job_owner(client: AsyncRedis, job_id: str) -> str | None:
+    """Who owns ``job_id`` (None: no such job, or it expired)."""
+    owner = await client.get(keys.job_owner(job_id))
+    return text(owner) if owner else None
+
+
+async def locate(client: AsyncRedis, space: Keyspace, job_id: str) -> Partition | None:
+    """The partition of ``job_id`` (its owner's), or None when there is no such job."""
+    owner = await job_owner(client, job_id)
+    return space.of_user(owner) if owner is not None else None
+
+
+async def get_job(client: AsyncRedis, job_id: str, part: Partition) -> JobState | None:
+    raw: dict[str, str] = await client.hgetall(part.job(job_id))  # type: ignore[assignment]
     return JobState.from_hash(job_id, raw)
 
 
-async def user_jobs(client: aioredis.Redis, user_id: str, limit: int = 50) -> list[JobState]:
-    """The user's most recent jobs, newest first."""
-    job_ids = [text(j) for j in await client.zrevrange(keys.user_jobs(user_id), 0, limit - 1)]
+async def find_job(client: AsyncRedis, space: Keyspace, job_id: str) -> JobState | None:
+    """The job, from its id alone (:func:`locate`, then its hash)."""
+    part = await locate(client, space, job_id)
+    return await get_job(client, job_id, part) if part is not None else None
+
+
+async def user_jobs(
+    client: AsyncRedis, part: Partition, user_id: str, limit: int = 50
+) -> list[JobState]:
+    """The user's most recent jobs (``part``: the user's partition), newest first."""
+    job_ids = [text(j) for j in await client.zrevrange(part.user_jobs(user_id), 0, limit - 1)]
     if not job_ids:
         return []
     async with client.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
-            pipe.hgetall(keys.job(job_id))
+            pipe.hgetall(part.job(job_id))
         hashes = await pipe.execute()
     states = (JobState.from_hash(job_id, raw) for job_id, raw in zip(job_ids, hashes, strict=True))
     return [state for state in states if state is not None]
 
 
 async def job_events(
-    client: aioredis.Redis, job_id: str, after: str = "0-0", limit: int = 1000
+    client: AsyncRedis, part: Partition, job_id: str, after: str = "0-0", limit: int = 1000
 ) -> list[dict[str, Any]]:
     """The job's events after ``after`` (exclusive), in order, as wire messages."""
-    entries = await client.xrange(keys.job_events(job_id), min=f"({after}", count=limit)
+    entries = await client.xrange(part.job_events(job_id), min=f"({after}", count=limit)
     return [event.message() for event in stream_events(entries)]
 
 
-async def canvas_tasks(client: aioredis.Redis, job_ids: Sequence[str]) -> dict[str, list[str]]:
-    """The member task ids of those of ``job_ids`` that are canvas jobs."""
+async def canvas_tasks(
+    client: AsyncRedis, part: Partition, job_ids: Sequence[str]
+) -> dict[str, list[str]]:
+    """The member task ids of those of ``job_ids`` (jobs of ``part``) that are canvas jobs."""
     if not job_ids:
         return {}
     async with client.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
-            pipe.hget(keys.canvas(job_id), "tasks")
+            pipe.hget(part.canvas(job_id), "tasks")
         raw = await pipe.execute()
     return {
         job_id: [str(task_id) for task_id in json.loads(tasks)]

@@ -8,11 +8,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from notifier.contract.events import CHANNELS, StreamEvent, now_ms, parse_event_id
 from notifier.contract.settings import Settings
 from notifier.core import store
+from notifier.core.bus import AsyncRedis
 from notifier.core.hub import Connection, Hub
 from notifier.core.outbox import CLOSE_POLICY, CLOSE_TOO_BIG
 from notifier.core.presence import Presence
@@ -88,13 +87,16 @@ class Commands:
     def __init__(
         self,
         hub: Hub,
-        client: aioredis.Redis,
+        client: AsyncRedis,
         settings: Settings,
         presence: Presence,
         verifier: TokenVerifier,
         sessions: Sessions,
+        partition_started: Callable[[int], Awaitable[None]],
     ) -> None:
         self.hub = hub
+        #: Waits until a partition the hub just asked for is read (from a known id).
+        self.partition_started = partition_started
         self.redis = client
         self.settings = settings
         self.presence = presence
@@ -125,6 +127,7 @@ class Commands:
         try:
             await remember_channel_event(
                 self.redis,
+                self.hub.space,
                 event,
                 users,
                 retention_seconds=self.settings.retention_seconds,
@@ -192,17 +195,24 @@ class Commands:
                 "too_many_subscriptions",
                 f"at most {self.settings.max_job_subscriptions} job subscriptions per connection",
             )
-        self.hub.watch_job(conn, job_id)  # hold live events from now until the snapshot is out
+        owner = await store.job_owner(self.redis, job_id)
+        if owner is None:
+            raise ClientError("job_not_found", f"job {job_id} not found")
+        if not conn.principal.may_see(owner):
+            raise ClientError("forbidden", f"job {job_id} belongs to another user")
+        partition = self.hub.space.of_user(owner)
+        # Hold live events from now until the snapshot is out; the job's partition is read
+        # from before the snapshot is taken, so nothing falls between the two.
+        self.hub.watch_job(conn, job_id, partition.index)
         try:
-            state = await store.get_job(self.redis, job_id)
+            await self.partition_started(partition.index)
+            state = await store.get_job(self.redis, job_id, partition)
         except BaseException:
             self.hub.unwatch_job(conn, job_id)
             raise
-        if state is None or not conn.principal.may_see(state.owner):
+        if state is None:
             self.hub.unwatch_job(conn, job_id)
-            if state is None:
-                raise ClientError("job_not_found", f"job {job_id} not found")
-            raise ClientError("forbidden", f"job {job_id} belongs to another user")
+            raise ClientError("job_not_found", f"job {job_id} not found")
         answer = self._answer(conn, {"type": "subscribed", "jobId": job_id})
         self.hub.open_job(conn, job_id, state.snapshot_message())
         return answer

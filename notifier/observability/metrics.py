@@ -54,7 +54,12 @@ DELIVERY_DELAY = Histogram(
 )
 READER_LAG = Gauge(
     "jobcast_reader_lag_entries",
-    "Stream entries between the event stream's head and this instance's last id (capped)",
+    "Stream entries after this instance's last ids in the partitions it reads (capped)",
+)
+READER_PARTITIONS = Gauge(
+    "jobcast_reader_partitions",
+    "Partitions this instance reads: those of its connected users, of the jobs they "
+    "subscribe to, and all of them while an ops subscriber is connected",
 )
 
 SLOW_CONSUMER_CLOSES = Counter(

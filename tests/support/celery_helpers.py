@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from notifier.contract import keys
 from tests.support.helpers import bearer, is_terminal, job_events
+from tests.support.keyspace import job_partition
 from tests.support.processes import running_worker
 
 #: How long a test keeps listening after a job's terminal event for anything more.
@@ -88,7 +88,7 @@ async def wait_celery_state(
 
 
 def member_task_ids(redis_client: Any, job_id: str) -> list[str]:
-    raw = redis_client.hget(keys.canvas(job_id), "tasks")
+    raw = redis_client.hget(job_partition(redis_client, job_id).canvas(job_id), "tasks")
     assert raw, f"canvas job {job_id} recorded no members"
     return [str(task_id) for task_id in json.loads(raw)]
 

@@ -35,6 +35,7 @@ import pytest
 from notifier.client import JobcastClient
 from notifier.contract.events import TERMINAL_TYPES, parse_event_id
 from tests.support.env import REPO, child_env, free_port
+from tests.support.keyspace import user_partition
 from tests.support.processes import START_TIMEOUT, log_tail, running_worker, stop_process
 from tests.support.waiting import wait_until, wait_until_async
 
@@ -354,15 +355,26 @@ class History:
 
     def __init__(self, produced: Sequence[dict[str, Any]]) -> None:
         self.produced = [r for r in produced if r.get("eventId")]
-        self.by_id = {r["eventId"]: r for r in self.produced}
-        assert len(self.by_id) == len(self.produced), "the producer saw a duplicate eventId"
+        #: Per partition, the records by their id there (ids are unique in one partition's
+        #: stream; a broadcast has a copy, with its own id, in every partition).
+        self.by_partition: defaultdict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+        for r in self.produced:
+            copies = r.get("eventIds") or {user_partition(r["userId"]).index: r["eventId"]}
+            for partition, event_id in copies.items():
+                ids = self.by_partition[int(partition)]
+                assert event_id not in ids, f"the producer saw a duplicate eventId {event_id}"
+                ids[event_id] = r
+
+    def feed(self, user: str) -> dict[str, dict[str, Any]]:
+        """The records of the user's partition, by their id there."""
+        return self.by_partition[user_partition(user).index]
 
     def inbox(self, user: str) -> list[str]:
         """What the replay covers for ``user``, in stream order: the terminal events of
         their jobs and the broadcasts."""
         ids = [
-            r["eventId"]
-            for r in self.produced
+            event_id
+            for event_id, r in self.feed(user).items()
             if (r["type"] in TERMINAL_TYPES and r["userId"] == user) or r["route"] == "all"
         ]
         return sorted(ids, key=key)
@@ -379,8 +391,9 @@ class History:
         ids = [m["eventId"] for m in stream]
         dupes = sorted({i for i in ids if ids.count(i) > 1}, key=key)
         assert not dupes, f"{who}: duplicates shown: {dupes[:10]}"
+        by_id = self.feed(user)
         for msg in stream:
-            record = self.by_id.get(msg["eventId"])
+            record = by_id.get(msg["eventId"])
             assert record is not None, f"{who}: an event nobody produced: {msg}"
             assert record["route"] == "all" or record["userId"] == user, (
                 f"{who}: a foreign event: {msg}"
@@ -390,7 +403,7 @@ class History:
             ), f"{who}: {msg} does not match what was produced: {record}"
 
         expected = self.inbox(user)
-        got = [i for i in ids if self.by_id[i]["type"] in INBOX_TYPES]
+        got = [i for i in ids if by_id[i]["type"] in INBOX_TYPES]
         missing = sorted(set(expected) - set(got), key=key)
         if missing:
             only_snapshot = [
@@ -418,7 +431,7 @@ class History:
             assert keys == sorted(keys) and len(set(keys)) == len(keys), (
                 f"{who}: job {job_id} events out of order: {[m['eventId'] for m in live]}"
             )
-            seqs = [self.by_id[m["eventId"]]["seq"] for m in live]
+            seqs = [by_id[m["eventId"]]["seq"] for m in live]
             assert seqs == sorted(seqs), f"{who}: job {job_id} sequence went back: {seqs}"
             ends = [i for i, m in enumerate(messages) if m["type"] in TERMINAL_TYPES]
             assert ends, f"{who}: job {job_id} never showed its end"

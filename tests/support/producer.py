@@ -34,6 +34,7 @@ from notifier.contract.events import (
     system_notification,
 )
 from notifier.contract.settings import get_settings
+from notifier.core.bus import FANOUT_ROUTES, fan_out_sync
 from workers import publisher
 from workers.progress import progress_step
 from workers.tracking import RUNS, Run
@@ -46,10 +47,18 @@ class Recorder:
         self.count = 0
 
     def emit(self, event: Event) -> str | None:
-        event_id = publisher.emit(event)
+        ids: dict[int, str | None] = {}
+        if event.route in FANOUT_ROUTES:  # one copy per partition, each with its own id
+            publisher.call(
+                lambda client: fan_out_sync(client, event, get_settings(), ids), terminal=True
+            )
+            event_id = ids.get(0)
+        else:
+            event_id = publisher.emit(event)
         data = event.message.get("data") or {}
         record = {
             "eventId": event_id,
+            "eventIds": {str(partition): eid for partition, eid in ids.items()},
             "type": event.type,
             "route": event.route,
             "userId": event.user_id,

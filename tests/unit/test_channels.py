@@ -17,6 +17,7 @@ from api.errors import ApiError
 from api.routes.connections import ChannelBroadcast, broadcast_channel
 from notifier.contract import events
 from notifier.contract.events import CHANNEL_DATA_MAX_BYTES, Event, StreamEvent
+from notifier.contract.keys import keyspace
 from notifier.contract.settings import get_settings
 from notifier.core.hub import Connection, Hub
 from notifier.edge.auth import Principal
@@ -67,7 +68,7 @@ def failed(
 
 @pytest.fixture
 def hub() -> Hub:
-    return Hub()
+    return Hub(keyspace(1))
 
 
 # --- the builder
@@ -147,7 +148,7 @@ def test_ops_subscribers_get_nothing_else_of_other_users_jobs(hub: Hub) -> None:
 def test_owner_subscribed_to_ops_and_to_the_job_gets_the_error_once(hub: Hub) -> None:
     both = Client(hub, "adm", ADMIN, admin=True).join("ops")
     same_user_other_tab = Client(hub, "adm-b", ADMIN, admin=True)
-    hub.watch_job(both.conn, "job-1")
+    hub.watch_job(both.conn, "job-1", 0)
     hub.open_job(
         both.conn,
         "job-1",
@@ -296,7 +297,8 @@ async def test_a_refreshed_token_without_the_admin_role_leaves_ops(hub: Hub) -> 
     demoted = Principal(ADMIN, ADMIN, None, (), float("inf"))
     verifier: Any = SimpleNamespace(verify=lambda token: demoted)
     sessions: Any = SimpleNamespace(watch=lambda conn: None)
-    commands = Commands(hub, None, get_settings(), None, verifier, sessions)  # type: ignore[arg-type]
+    started: Any = None
+    commands = Commands(hub, None, get_settings(), None, verifier, sessions, started)  # type: ignore[arg-type]
     client = Client(hub, "adm", ADMIN, admin=True).join("ops").join("notifications")
     answer = await commands.refresh_token(client.conn, {"token": "t"})
     assert answer["type"] == "token_refreshed"

@@ -12,6 +12,7 @@ import pytest
 
 from notifier.contract import events
 from notifier.contract.events import Event, StreamEvent
+from notifier.contract.keys import keyspace
 from notifier.core.hub import Connection, Hub
 from notifier.edge.auth import Principal
 
@@ -43,7 +44,7 @@ class Client:
 
     def subscribe(self, job_id: str, snapshot_id: str, status: str = "processing") -> None:
         """What the protocol does: hold live events, read the state, send the snapshot."""
-        self.hub.watch_job(self.conn, job_id)
+        self.hub.watch_job(self.conn, job_id, 0)
         self.hub.open_job(self.conn, job_id, snapshot(job_id, snapshot_id, status))
 
     @property
@@ -92,7 +93,7 @@ def snapshot(job_id: str, event_id: str, status: str = "processing") -> dict[str
 
 @pytest.fixture
 def hub() -> Hub:
-    return Hub()
+    return Hub(keyspace(1))
 
 
 def test_progress_goes_to_the_job_subscribers_only(hub: Hub) -> None:
@@ -183,7 +184,7 @@ def test_cursors_are_per_job(hub: Hub) -> None:
 
 def test_live_events_wait_while_the_snapshot_is_read(hub: Hub) -> None:
     client = Client(hub, "a1", ALICE)
-    hub.watch_job(client.conn, "job-1")
+    hub.watch_job(client.conn, "job-1", 0)
     hub.dispatch([progress("4-0", value=10), progress("5-0", value=20), progress("6-0", value=30)])
     assert client.sent == [], "nothing of the job before its snapshot"
 

@@ -14,10 +14,10 @@ import pytest
 from celery import chain, chord, group
 from celery.canvas import _chain
 
-from notifier.contract import keys
 from notifier.contract.events import result_payload, retrying
 from notifier.core.store import JobState
 from tests.support.celery_local_app import add, steady, total
+from tests.support.keyspace import job_partition, user_partition
 from tests.support.processes import python_output
 from workers import aggregate, canvas
 from workers.tracking import HEADER_JOB, HEADER_MEMBER, HEADER_USER, EtaEstimator, Member
@@ -189,7 +189,10 @@ def test_eta_decreases_for_steady_progress_and_ends_at_zero() -> None:
 
 
 def stream(redis_client: Any, job_id: str) -> list[dict[str, Any]]:
-    return [json.loads(fields["p"]) for _, fields in redis_client.xrange(keys.job_events(job_id))]
+    return [
+        json.loads(fields["p"])
+        for _, fields in redis_client.xrange(job_partition(redis_client, job_id).job_events(job_id))
+    ]
 
 
 def test_canvas_aggregate_is_weighted_monotonic_and_completes_once(redis_client: Any) -> None:
@@ -208,10 +211,10 @@ def test_canvas_aggregate_is_weighted_monotonic_and_completes_once(redis_client:
     emit_light(status_update(job, user, "processing", progress=20))  # lower: ignored
     aggregate.succeeded(job, user, light, "t-light", {"n": 1})
     aggregate.succeeded(job, user, light, "t-light", {"n": 1})  # redelivered: counts once
-    aggregate.ended(job)
+    aggregate.ended(job, user)
     aggregate.succeeded(job, user, heavy, "t-heavy", [1, 2])
     aggregate.succeeded(job, user, heavy, "t-heavy", [1, 2])  # no second job_completed
-    aggregate.ended(job)
+    aggregate.ended(job, user)
 
     events = stream(redis_client, job)
     kinds = [e["data"]["status"] if e["type"] == "job_status_update" else e["type"] for e in events]
@@ -221,19 +224,19 @@ def test_canvas_aggregate_is_weighted_monotonic_and_completes_once(redis_client:
     assert progress == sorted(progress)
     assert progress[:2] == [37.5, 62.5] and progress[-1] == 100
     assert events[-1]["result"] == [[1, 2], {"n": 1}]
-    assert redis_client.zscore(keys.RUNNING, job) is None  # finished: no lease
+    assert redis_client.zscore(user_partition(user).running, job) is None  # finished: no lease
 
 
 def test_canvas_lease_is_dropped_while_no_member_runs(redis_client: Any) -> None:
-    job = f"canvas-{uuid.uuid4()}"
-    aggregate.started(job, "u-lease", "t-1")
-    aggregate.started(job, "u-lease", "t-2")
-    assert redis_client.zscore(keys.RUNNING, job) is not None
-    aggregate.ended(job)
-    assert redis_client.zscore(keys.RUNNING, job) is not None  # t-2 still runs
-    aggregate.ended(job)
-    assert redis_client.zscore(keys.RUNNING, job) is None  # waits in the queue
-    assert redis_client.get(keys.task_job("t-1")) == job
+    job, user = f"canvas-{uuid.uuid4()}", "u-lease"
+    running = user_partition(user).running
+    aggregate.started(job, user, "t-1")
+    aggregate.started(job, user, "t-2")
+    assert redis_client.zscore(running, job) is not None
+    aggregate.ended(job, user)
+    assert redis_client.zscore(running, job) is not None  # t-2 still runs
+    aggregate.ended(job, user)
+    assert redis_client.zscore(running, job) is None  # waits in the queue
 
 
 # --- importing the producer API

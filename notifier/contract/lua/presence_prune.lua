@@ -1,5 +1,6 @@
--- The start of the presence scripts (notifier.core.presence): prunes the entries of dead
--- instances from a user's connections. KEYS: 1 user's connections, 2 instances;
+-- Shared by the presence scripts (notifier.core.presence): prunes the entries of dead
+-- instances from a user's connections. KEYS: 1 user's connections, 2 the partition's
+-- instances;
 -- ARGV: 1 now ms. Leaves ``live`` = the remaining members.
 local live = {}
 for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do

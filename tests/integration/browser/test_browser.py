@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 
-from notifier.contract import keys
 from notifier.contract.events import TERMINAL_TYPES
 from tests.support.browser_helpers import (
     ARTIFACTS,
@@ -28,6 +27,7 @@ from tests.support.browser_helpers import (
 )
 from tests.support.env import REPO, missing_tool
 from tests.support.helpers import Tokens, bearer
+from tests.support.keyspace import job_partition
 from tests.support.processes import Server
 from tests.support.waiting import wait_until
 
@@ -372,7 +372,11 @@ def test_the_page_survives_a_server_restart(
             )
             assert answer.status_code == 200, answer.text
         finished = wait_until(
-            lambda: redis_client.hget(keys.job(job_id), "state") == "completed", 40
+            lambda: (
+                redis_client.hget(job_partition(redis_client, job_id).job(job_id), "state")
+                == "completed"
+            ),
+            40,
         )
         assert finished, "the job did not complete while the server was down"
         assert page.js(f"{card(job_id)}.dataset.status") != "completed"

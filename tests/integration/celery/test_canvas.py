@@ -26,6 +26,7 @@ from tests.support.celery_helpers import (
 )
 from tests.support.celery_local_app import add, fail, sleepy, steady, total
 from tests.support.helpers import bearer, is_job_status
+from tests.support.keyspace import job_partition
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,7 @@ async def check_one_job(
     seen = {m["jobId"] for m in client.messages if "jobId" in m}
     assert seen == {job}, f"members' task ids showed up as jobs: {seen - {job}}"
     assert [j["jobId"] for j in await rest_jobs(http, token)] == [job]
-    assert not any(redis_client.exists(keys.job(task_id)) for task_id in task_ids)
+    assert not any(redis_client.exists(keys.job_owner(task_id)) for task_id in task_ids)
     assert len(client.of_type("job_completed", jobId=job)) == 1
 
     live = client.for_job(job)
@@ -171,4 +172,4 @@ async def test_cancel_a_running_canvas(
     kinds = statuses(await history(http, token, job))
     assert kinds.count("cancelled") == 1 and kinds[-1] == "cancelled", kinds
     assert not client.of_type("job_completed", jobId=job)
-    assert redis_client.zscore(keys.RUNNING, job) is None
+    assert redis_client.zscore(job_partition(redis_client, job).running, job) is None

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from notifier.contract import keys
+from tests.support.keyspace import user_partition
 
 pytestmark = pytest.mark.integration
 
@@ -21,10 +21,11 @@ def test_progress_steps_renew_the_lease_once_half_of_it_has_passed(redis_client:
 
     settings = Settings(_env_file=None, job_lease_seconds=10.0)
     job, user = f"lease-{uuid.uuid4().hex[:8]}", "u-lease-steps"
+    part = user_partition(user)
 
     def step(status: str, **fields: Any) -> float:
         assert publish_sync(redis_client, status_update(job, user, status, **fields), settings)
-        score = redis_client.zscore(keys.RUNNING, job)
+        score = redis_client.zscore(part.running, job)
         assert score is not None
         return float(score)
 
@@ -32,12 +33,12 @@ def test_progress_steps_renew_the_lease_once_half_of_it_has_passed(redis_client:
     started = step("started")
     assert began + 10_000 <= started <= now_ms() + 10_000
     assert step("processing", progress=10) >= started  # a change of state: renewed
-    redis_client.zadd(keys.RUNNING, {job: now_ms() + 6_000})
-    redis_client.hset(keys.job(job), "lease", now_ms() + 6_000)
+    redis_client.zadd(part.running, {job: now_ms() + 6_000})
+    redis_client.hset(part.job(job), "lease", now_ms() + 6_000)
     assert step("processing", progress=20) < now_ms() + 6_001  # more than half left: kept
-    redis_client.zadd(keys.RUNNING, {job: now_ms() + 4_000})
-    redis_client.hset(keys.job(job), "lease", now_ms() + 4_000)
+    redis_client.zadd(part.running, {job: now_ms() + 4_000})
+    redis_client.hset(part.job(job), "lease", now_ms() + 4_000)
     before = now_ms()
     assert step("processing", progress=30) >= before + 10_000  # less than half: renewed
-    redis_client.delete(keys.job(job), keys.job_events(job), keys.user_jobs(user))
-    redis_client.zrem(keys.RUNNING, job)
+    redis_client.delete(part.job(job), part.job_events(job), part.user_jobs(user))
+    redis_client.zrem(part.running, job)

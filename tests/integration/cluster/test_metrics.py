@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import pytest
 
-from notifier.contract import keys
 from tests.support.fault_helpers import parse_metrics
 from tests.support.helpers import (
     bearer,
@@ -20,6 +19,7 @@ from tests.support.helpers import (
     refused_sio,
     start_job,
 )
+from tests.support.keyspace import events_in_streams
 from tests.support.processes import Server
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,7 @@ def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
 async def test_metrics_after_traffic(
     http: httpx.AsyncClient, server: Server, redis_client: Any, tokens: Any
 ) -> None:
-    stream_before = redis_client.xlen(keys.EVENTS)
+    stream_before = events_in_streams(redis_client)
     before = await scrape(http)
     for name in (
         "jobcast_events_consumed_total",
@@ -94,7 +94,7 @@ async def test_metrics_after_traffic(
         for client in clients:
             await client.wait_for_type("system_notification", message="metrics marker")
             await client.settle(0.2)
-        stream_after = redis_client.xlen(keys.EVENTS)
+        stream_after = events_in_streams(redis_client)
 
         # The reader lag is sampled once a second: wait (bounded) for a fresh zero.
         after = await scrape(http)

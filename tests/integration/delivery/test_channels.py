@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from notifier.contract import keys
 from tests.support.helpers import NativeClient, bearer, start_job
+from tests.support.keyspace import user_partition
 from tests.support.processes import Server, python_output
 from tests.support.waiting import wait_until_async
 
@@ -56,16 +56,16 @@ async def test_notify_from_a_plain_process_reaches_subscribers_only(
     event_id = await asyncio.to_thread(
         notify_from_a_script, "notifications", "Reports are ready", "warning"
     )
-    assert event_id.count("-") == 1, event_id
+    assert event_id.count("-") == 1, event_id  # its id in partition 0's stream
     for client in (sio_sub, native_sub):
-        msg = await client.wait_for_type("channel_message", eventId=event_id)
+        msg = await client.wait_for_type("channel_message", message="Reports are ready")
         assert msg == {
             "type": "channel_message",
             "channel": "notifications",
             "message": "Reports are ready",
             "level": "warning",
             "data": {"source": "script"},
-            "eventId": event_id,
+            "eventId": msg["eventId"],  # the copy of the user's partition
             "timestamp": msg["timestamp"],
         }
     for client in (other_channel, sio_none, native_none):
@@ -138,7 +138,7 @@ async def test_ops_receives_another_users_job_error(
     assert bystander.for_job(job_id) == []
 
     # Its id is a valid lastEventId for the operator (the last thing their client saw).
-    held = keys.user_channel_events("admin-9")
+    held = user_partition("admin-9").user_channel_events("admin-9")
     event_id = seen_by_ops["eventId"]
     assert await wait_until_async(lambda: redis_client.zscore(held, event_id) is not None, 5)
     again = await native_client(tokens.admin, query={"lastEventId": event_id})
@@ -161,35 +161,44 @@ async def test_recovery_replays_a_channel_message_only_to_a_user_who_held_it(
     bob_tab: NativeClient = await joined(await native_client(tokens.bob), "notifications")
     await bob_tab.request("unsubscribe_channel", channel="notifications")
 
-    async def post(path: str, body: dict[str, Any]) -> str:
+    async def post(path: str, body: dict[str, Any]) -> None:
         response = await http.post(path, json=body, headers=bearer(tokens.admin))
         assert response.status_code == 200, response.text
-        return str(response.json()["data"]["eventId"])
 
-    last = await post("/api/v1/websocket/broadcast/system", {"message": "before"})
-    for tab in (alice_tab, bob_tab):
-        await tab.wait_for_type("system_notification", eventId=last)
+    async def seen(client: Any, kind: str, message: str) -> str:
+        """The id the client got the message with (its partition's copy)."""
+        return str((await client.wait_for_type(kind, message=message))["eventId"])
+
+    await post("/api/v1/websocket/broadcast/system", {"message": "before"})
+    last = {}
+    for user, tab in (("alice", alice_tab), ("bob", bob_tab)):
+        last[user] = await seen(tab, "system_notification", "before")
         await tab.close()
 
-    held = await post(f"{CHANNEL}/notifications", {"message": "while away"})
-    after = await post("/api/v1/websocket/broadcast/system", {"message": "after"})
-    await keeper.wait_for_type("channel_message", eventId=held)
+    await post(f"{CHANNEL}/notifications", {"message": "while away"})
+    await post("/api/v1/websocket/broadcast/system", {"message": "after"})
+    held = await seen(keeper, "channel_message", "while away")
     assert await wait_until_async(
-        lambda: redis_client.zscore(keys.user_channel_events("1"), held) is not None, within=5
+        lambda: redis_client.zscore(user_partition("1").user_channel_events("1"), held) is not None,
+        within=5,
     )
-    assert redis_client.zscore(keys.user_channel_events("bob-2"), held) is None
+    assert redis_client.zcard(user_partition("bob-2").user_channel_events("bob-2")) == 0
 
-    alice = await native_client(tokens.alice, query={"lastEventId": last})
-    bob = await native_client(tokens.bob, query={"lastEventId": last})
-    for client in (alice, bob):
+    alice = await native_client(tokens.alice, query={"lastEventId": last["alice"]})
+    bob = await native_client(tokens.bob, query={"lastEventId": last["bob"]})
+    after = {}
+    for user, client in (("alice", alice), ("bob", bob)):
         assert client.messages[0]["type"] == "connection_established"
         assert client.messages[0]["recovered"] is True, client.describe()
-        await client.wait_for_type("system_notification", eventId=after)
+        after[user] = await seen(client, "system_notification", "after")
         await client.settle()
-    assert [m.get("eventId") for m in alice.messages[1:] if "eventId" in m] == [held, after]
+    assert [m.get("eventId") for m in alice.messages[1:] if "eventId" in m] == [
+        held,
+        after["alice"],
+    ]
     assert alice.messages[1]["type"] == "channel_message"
     assert alice.messages[1]["message"] == "while away"
-    assert [m.get("eventId") for m in bob.messages[1:] if "eventId" in m] == [after]
+    assert [m.get("eventId") for m in bob.messages[1:] if "eventId" in m] == [after["bob"]]
 
     # A channel message's id is a lastEventId only for a user who held its channel.
     alice_again = await native_client(tokens.alice, query={"lastEventId": held})

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from notifier.contract import keys
 from tests.support.env import child_env
 from tests.support.fault_helpers import (
     FailoverProxy,
@@ -27,6 +26,7 @@ from tests.support.fault_helpers import (
     produce,
     start_producer,
 )
+from tests.support.keyspace import events_in_streams
 from tests.support.processes import Server
 from tests.support.waiting import wait_until_async
 
@@ -78,7 +78,7 @@ async def test_failover_to_the_other_instance(
         )  # fmt: skip
 
         def midstream() -> bool:
-            return redis_client.xlen(keys.EVENTS) >= EXPECTED_EVENTS * 0.35 and all(
+            return events_in_streams(redis_client) >= EXPECTED_EVENTS * 0.35 and all(
                 t.last_event_id for t in on_b
             )
 

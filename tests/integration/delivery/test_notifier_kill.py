@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from notifier.contract import keys
 from tests.support.fault_helpers import (
     History,
     RecordingClient,
@@ -26,6 +25,7 @@ from tests.support.fault_helpers import (
     produce,
     start_producer,
 )
+from tests.support.keyspace import events_in_streams
 from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.integration
@@ -71,7 +71,7 @@ async def test_notifier_kill9_and_restart(tmp_path: Path, redis_client: Any, tok
         # Kill once a good part of the stream has gone out and every client has had some of
         # it live (so each reconnects with a lastEventId of its own).
         def midstream() -> bool:
-            return redis_client.xlen(keys.EVENTS) >= EXPECTED_EVENTS * 0.4 and all(
+            return events_in_streams(redis_client) >= EXPECTED_EVENTS * 0.4 and all(
                 c.last_event_id for c in clients
             )
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from notifier.contract import keys
 from notifier.contract.events import now_ms
 from tests.support.fault_helpers import (
     INBOX_TYPES,
@@ -29,6 +28,7 @@ from tests.support.fault_helpers import (
     start_producer,
 )
 from tests.support.helpers import connect_native
+from tests.support.keyspace import events_in_streams
 from tests.support.processes import Server
 from tests.support.waiting import wait_until_async
 
@@ -58,7 +58,7 @@ async def test_sio_connection_drop_resumes_without_gap(
         )
         total = JOBS * (STEPS + 3) + STEPS + 2
         assert await wait_until_async(
-            lambda: redis_client.xlen(keys.EVENTS) >= total * 0.4 and bool(client.last_event_id),
+            lambda: events_in_streams(redis_client) >= total * 0.4 and bool(client.last_event_id),
             20,
             interval=0.05,
         )
