@@ -30,6 +30,10 @@ PIP_COMPILE_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras \
 # python-engineio, python-socketio): run again with JOBCAST_FAST_TRANSPORT=false.
 TRANSPORT_TESTS := tests/integration/delivery tests/integration/security \
                    tests/integration/transport tests/integration/browser
+# The suites run again with jobcast's keys on a Redis Cluster of the tests' own (3 masters,
+# 3 replicas; Celery's broker a standalone Redis), with the cluster's own tests.
+CLUSTER_TESTS := tests/integration/delivery tests/integration/rest \
+                 tests/integration/celery tests/integration/cluster
 
 # make test-matrix: one venv per dependency set, outside .venv.
 MATRIX := .matrix
@@ -173,7 +177,7 @@ bench-quick: venv
 # target fails if any phase fails or selects no test at all (pytest's exit 5 is not a
 # success). To run a selection: make test-unit ARGS="-k name".
 test: venv web
-	@unit=0; integration=0; stock=0; \
+	@unit=0; integration=0; stock=0; cluster=0; \
 	echo "== unit tests (-m 'not integration')"; \
 	$(BIN)/python -m pytest -m "not integration" $(ARGS) || unit=$$?; \
 	echo "== integration tests (-m integration)"; \
@@ -181,11 +185,14 @@ test: venv web
 	echo "== transport tests on the stock transport (JOBCAST_FAST_TRANSPORT=false)"; \
 	JOBCAST_FAST_TRANSPORT=false $(BIN)/python -m pytest -m integration $(TRANSPORT_TESTS) $(ARGS) \
 		|| stock=$$?; \
+	echo "== delivery, REST, Celery and cluster tests on a Redis Cluster (JOBCAST_TEST_REDIS_CLUSTER=1)"; \
+	JOBCAST_TEST_REDIS_CLUSTER=1 $(BIN)/python -m pytest -m integration $(CLUSTER_TESTS) $(ARGS) \
+		|| cluster=$$?; \
 	echo "== unit tests: exit $$unit, integration tests: exit $$integration," \
-		"transport tests (stock): exit $$stock"; \
-	if [ $$unit -eq 5 ] || [ $$integration -eq 5 ] || [ $$stock -eq 5 ]; then \
+		"transport tests (stock): exit $$stock, Redis Cluster tests: exit $$cluster"; \
+	if [ $$unit -eq 5 ] || [ $$integration -eq 5 ] || [ $$stock -eq 5 ] || [ $$cluster -eq 5 ]; then \
 		echo "error: a test phase collected no tests (pytest exit 5)" >&2; fi; \
-	for status in $$unit $$integration $$stock; do \
+	for status in $$unit $$integration $$stock $$cluster; do \
 		if [ $$status -ne 0 ]; then exit $$status; fi; done
 
 test-unit: venv

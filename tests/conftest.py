@@ -17,7 +17,14 @@ here; what tests import is in ``tests/support``.
 from __future__ import annotations
 
 # First: the tests' environment, before anything reads notifier's settings.
-from tests.support.env import EXTERNAL_REDIS_URL, JWT_SECRET, REDIS_PORT, REDIS_URL
+from tests.support.env import (
+    CLUSTER_PORTS,
+    EXTERNAL_REDIS_URL,
+    JWT_SECRET,
+    REDIS_CLUSTER,
+    REDIS_PORT,
+    REDIS_URL,
+)
 
 # isort: split
 import os
@@ -36,6 +43,7 @@ from tests.support.processes import (
     running_server,
     running_worker,
 )
+from tests.support.redis_cluster import RedisCluster
 
 # --- Redis
 
@@ -54,10 +62,33 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture(scope="session")
-def redis_client(redis_server: RedisServer | ExternalRedis) -> Iterator[Any]:
+def redis_cluster(
+    redis_server: RedisServer | ExternalRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisCluster | None]:
+    """With ``JOBCAST_TEST_REDIS_CLUSTER=1``: the Redis Cluster holding jobcast's keys (the
+    ``redis_server`` is then Celery's broker only); else None."""
+    if not REDIS_CLUSTER:
+        yield None
+        return
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster"), CLUSTER_PORTS)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_client(
+    redis_server: RedisServer | ExternalRedis, redis_cluster: RedisCluster | None
+) -> Iterator[Any]:
+    """A client of the Redis holding jobcast's keys (a cluster client in cluster mode)."""
     import redis
 
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=5)
+    if redis_cluster is not None:
+        client: Any = redis_cluster.client()
+    else:
+        client = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=5)
     try:
         yield client
     finally:
@@ -75,6 +106,11 @@ def _flush_redis(request: pytest.FixtureRequest) -> None:
     request.getfixturevalue("celery_worker")
     request.getfixturevalue("server")
     request.getfixturevalue("redis_client").flushall()
+    if REDIS_CLUSTER:  # Celery's broker and results: a Redis of their own
+        import redis
+
+        with redis.Redis.from_url(request.getfixturevalue("redis_server").url) as broker:
+            broker.flushall()
 
 
 # --- Celery worker
@@ -82,7 +118,9 @@ def _flush_redis(request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture(scope="session")
 def celery_worker(
-    redis_server: RedisServer | ExternalRedis, tmp_path_factory: pytest.TempPathFactory
+    redis_server: RedisServer | ExternalRedis,
+    redis_cluster: RedisCluster | None,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[subprocess.Popen[bytes]]:
     with running_worker(tmp_path_factory.mktemp("worker") / "celery.log") as proc:
         yield proc
@@ -93,7 +131,9 @@ def celery_worker(
 
 @pytest.fixture(scope="session")
 def server(
-    redis_server: RedisServer | ExternalRedis, tmp_path_factory: pytest.TempPathFactory
+    redis_server: RedisServer | ExternalRedis,
+    redis_cluster: RedisCluster | None,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
     with running_server(tmp_path_factory.mktemp("server") / "server.log") as handle:
         yield handle
@@ -195,7 +235,10 @@ TESTS = Path(__file__).resolve().parent
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     check_layout(items)
     if stock_transport():
-        deselect_fast_transport_tests(config, items)
+        deselect_marked(config, items, "fast_transport")
+    # Tests of jobcast on a Redis Cluster run in the cluster phase; tests that stop,
+    # restart or reconfigure the one Redis (marked single_redis) in the others.
+    deselect_marked(config, items, "single_redis" if REDIS_CLUSTER else "redis_cluster")
 
 
 def check_layout(items: list[pytest.Item]) -> None:
@@ -221,14 +264,13 @@ def stock_transport() -> bool:
     return setting in ("false", "0", "no", "off")
 
 
-def deselect_fast_transport_tests(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On the stock path, tests of the fast path's own mechanics (marked ``fast_transport``)
-    are deselected, not skipped: they ran in the fast phase and assert nothing the stock
-    path promises."""
-    deselected = [item for item in items if item.get_closest_marker("fast_transport")]
+def deselect_marked(config: pytest.Config, items: list[pytest.Item], marker: str) -> None:
+    """Deselect (not skip) the tests marked ``marker``: they run in another phase of
+    ``make test`` (on the stock path, the fast path's own mechanics, ``fast_transport``)."""
+    deselected = [item for item in items if item.get_closest_marker(marker)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if not item.get_closest_marker("fast_transport")]
+        items[:] = [item for item in items if not item.get_closest_marker(marker)]
 
 
 def pytest_report_header() -> list[str]:

@@ -40,6 +40,7 @@ _CONNECTIONS = (
     (signals.task_postrun, handlers.on_task_postrun),
     (signals.task_rejected, handlers.on_task_rejected),
     (signals.task_unknown, handlers.on_task_rejected),
+    (signals.worker_init, handlers.on_worker_init),
 )
 
 

@@ -255,3 +255,24 @@ def _retry_delay(reason: Any) -> float | None:
         delta = (when - datetime.now(UTC if when.tzinfo else None)).total_seconds()
         return round(max(0.0, delta), 3)
     return None
+
+
+def on_worker_init(**_: Any) -> None:
+    """A worker refuses to start on data written with another ``JOBCAST_PARTITIONS`` (its
+    events would land in partitions nobody reads). While Redis does not answer, it starts:
+    the first process to reach Redis records the count."""
+    import redis
+
+    from notifier.core.bus import PartitionMismatch, check_partitions_sync, sync_client
+
+    config = publisher.settings()
+    client = sync_client(config)
+    try:
+        check_partitions_sync(client, config)
+    except PartitionMismatch as exc:
+        log.critical("worker not started: %s", exc)
+        raise SystemExit(f"jobcast: {exc}") from None
+    except (redis.RedisError, OSError) as exc:
+        log.warning("partition count not checked: Redis unavailable", extra={"error": str(exc)})
+    finally:
+        client.close()

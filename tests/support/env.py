@@ -46,6 +46,22 @@ TEST_ENV = {
     "PYTHONUNBUFFERED": "1",
 }
 
+#: ``JOBCAST_TEST_REDIS_CLUSTER=1``: the same tests with jobcast's keys on a Redis Cluster of
+#: the tests' own (3 masters, 3 replicas, on :data:`CLUSTER_PORTS`); the Redis on
+#: :data:`REDIS_PORT` is then Celery's broker and result backend only.
+REDIS_CLUSTER = os.environ.get("JOBCAST_TEST_REDIS_CLUSTER", "").lower() in ("1", "true", "yes")
+CLUSTER_PORTS: list[int] = []
+if REDIS_CLUSTER:
+    from api.local_cluster import free_ports
+
+    CLUSTER_PORTS = free_ports(6)
+    TEST_ENV.update(
+        REDIS_URL=f"redis://127.0.0.1:{CLUSTER_PORTS[0]}/0",
+        JOBCAST_REDIS_CLUSTER="true",
+        CELERY_BROKER_URL=REDIS_URL,
+        CELERY_RESULT_BACKEND=REDIS_URL,
+    )
+
 _settings = sys.modules.get("notifier.contract.settings")
 if _settings is not None and _settings.get_settings.cache_info().currsize:
     raise RuntimeError(
