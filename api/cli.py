@@ -333,7 +333,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stats.add_argument("--json", action="store_true", help="print the JSON as the server sent it")
     stats.set_defaults(handler=_stats)
+
+    migrate = commands.add_parser(
+        "migrate-partitions",
+        help="re-key jobcast's data for another JOBCAST_PARTITIONS (offline)",
+        description="Move every job, job list, inbox and cursor to the partitions of --to, "
+        "then record the new count (REDIS_URL, JOBCAST_REDIS_CLUSTER). Stop every jobcast "
+        "process first; clients reload snapshots after it (docs/operations.md).",
+    )
+    migrate.add_argument("--to", type=int, required=True, help="the new partition count")
+    migrate.set_defaults(handler=_migrate)
     return parser
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from api.migrate import main_migrate
+    from notifier.contract.settings import get_settings
+    from notifier.core.bus import sync_client
+
+    client = sync_client(get_settings())
+    try:
+        return main_migrate(client, args.to)
+    finally:
+        client.close()
 
 
 #: Top-level modules of the server extra that commands need (PyJWT, python-socketio).

@@ -343,3 +343,13 @@ async def verify_partitions(client: AsyncRedis, settings: Settings) -> None:
         await check_partitions(client, settings)
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         log.warning("partition count not checked: Redis unavailable", extra={"error": str(exc)})
+
+
+async def feeds_since(client: AsyncRedis) -> int:
+    """When the partition feeds last started afresh (``jobcast migrate-partitions``), in ms;
+    0 when they never did or Redis does not answer."""
+    try:
+        raw = await client.hget(keys.PARTITIONS, "migratedAt")
+    except (redis.RedisError, OSError):
+        return 0
+    return int(text(raw)) if raw else 0

@@ -37,10 +37,18 @@ class Replay:
 
 class Recovery:
     def __init__(
-        self, client: AsyncRedis, space: Keyspace, *, retention_seconds: int, inbox_max: int
+        self,
+        client: AsyncRedis,
+        space: Keyspace,
+        *,
+        retention_seconds: int,
+        inbox_max: int,
+        feeds_since_ms: int = 0,
     ) -> None:
         self._redis = client
         self._space = space
+        #: When the feeds started (``jobcast migrate-partitions``): no replay from before.
+        self._since_ms = feeds_since_ms
         self._retention_ms = retention_seconds * 1000
         self._cap = inbox_max
 
@@ -88,7 +96,9 @@ class Recovery:
             last = parse_event_id(last_event_id)
         except ValueError:
             return False
-        if last[0] < now_ms() - self._retention_ms or last[0] > now_ms() + 60_000:
+        if last[0] < max(now_ms() - self._retention_ms, self._since_ms):
+            return False
+        if last[0] > now_ms() + 60_000:
             return False
         if not await self._belongs(part, user_id, last_event_id):
             return False

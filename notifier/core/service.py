@@ -30,7 +30,7 @@ from notifier.contract.events import StreamEvent, dumps
 from notifier.contract.keys import keyspace
 from notifier.contract.settings import Settings, get_settings
 from notifier.core import stats
-from notifier.core.bus import AsyncRedis, async_client, verify_partitions
+from notifier.core.bus import AsyncRedis, async_client, feeds_since, verify_partitions
 from notifier.core.hub import Connection, Hub
 from notifier.core.presence import Presence
 from notifier.core.reader import PartitionReader
@@ -263,6 +263,7 @@ class Notifier:
             self.space,
             retention_seconds=settings.retention_seconds,
             inbox_max=settings.inbox_max_events,
+            feeds_since_ms=await feeds_since(self._redis),
         )
         self._commands = Commands(
             self.hub,

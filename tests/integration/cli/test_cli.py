@@ -191,3 +191,99 @@ def test_stats_as_admin_and_refused_for_a_user(server: Server, tokens: Tokens) -
     refused = run_cli("stats", "--url", server.url, "--token", tokens.alice)
     assert refused.returncode == 2
     assert "forbidden" in refused.stderr and "403" in refused.stderr
+
+
+# --- jobcast migrate-partitions
+
+
+def _publish_jobs(client: Any, settings: Any, users: list[str]) -> dict[str, str]:
+    """For each user: a finished job and a running one; returns each user's terminal id."""
+    from notifier.contract.events import job_completed, status_update
+    from notifier.core.bus import publish_sync
+
+    ends = {}
+    for user in users:
+        publish_sync(client, status_update(f"{user}-done", user, "queued"), settings)
+        ends[user] = str(
+            publish_sync(client, job_completed(f"{user}-done", user, {"u": user}), settings)
+        )
+        publish_sync(client, status_update(f"{user}-run", user, "queued"), settings)
+        publish_sync(client, status_update(f"{user}-run", user, "started"), settings)
+    return ends
+
+
+async def test_migrate_partitions_moves_every_job_and_records_the_new_count(
+    tmp_path: Path,
+) -> None:
+    import redis
+    import redis.asyncio as aioredis
+
+    from notifier.contract import keys
+    from notifier.contract.keys import keyspace
+    from notifier.contract.settings import Settings
+    from notifier.core import store
+    from notifier.core.bus import PartitionMismatch, check_partitions_sync
+    from notifier.core.recovery import Recovery
+    from tests.support.env import free_port
+    from tests.support.processes import RedisServer
+
+    redis_server = RedisServer(free_port(), tmp_path)
+    redis_server.start()
+    try:
+        client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+        old = Settings(_env_file=None, redis_url=redis_server.url, partitions=4)
+        new = Settings(_env_file=None, redis_url=redis_server.url, partitions=8)
+        check_partitions_sync(client, old)
+        users = [f"mig-{n}" for n in range(12)]
+        ends = _publish_jobs(client, old, users)
+
+        # Another count is refused, naming the way out.
+        with pytest.raises(PartitionMismatch, match="migrate-partitions --to 8"):
+            check_partitions_sync(client, new)
+        # ... and so is the migration while a notifier instance lives; nothing changes.
+        client.zadd(keys.INSTANCES, {"live-instance": time.time() * 1000 + 60_000})
+        env = cli_env(REDIS_URL=redis_server.url)
+        refused = run_cli("migrate-partitions", "--to", "8", env=env)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "refused" in refused.stdout and "live-instance" in refused.stdout
+        assert client.hget(keys.PARTITIONS, "count") == "4"
+        client.delete(keys.INSTANCES)
+
+        done = run_cli("migrate-partitions", "--to", "8", env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "partitions: 4 -> 8" in done.stdout
+        check_partitions_sync(client, new)
+        with pytest.raises(PartitionMismatch):
+            check_partitions_sync(client, old)
+        new_tags = {part.tag for part in keyspace(8).partitions}
+        for part in keyspace(4).partitions:  # nothing left under the old tags (a tag may
+            if part.tag not in new_tags:  # be an old and a new partition's alike)
+                assert not list(client.scan_iter(match=f"{part.base.replace('{', '[{]')}:*"))
+
+        space = keyspace(8)
+        aclient = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+        since = int(client.hget(keys.PARTITIONS, "migratedAt") or 0)
+        recovery = Recovery(
+            aclient, space, retention_seconds=3600, inbox_max=1000, feeds_since_ms=since
+        )
+        try:
+            for user in users:
+                part = space.of_user(user)
+                finished = await store.find_job(aclient, space, f"{user}-done")
+                running = await store.find_job(aclient, space, f"{user}-run")
+                assert finished is not None and finished.state == "completed"
+                assert finished.terminal is not None and finished.terminal["result"] == {"u": user}
+                assert running is not None and running.state == "started"
+                listed = {s.job_id for s in await store.user_jobs(aclient, part, user)}
+                assert listed == {f"{user}-done", f"{user}-run"}
+                assert client.zscore(part.running, f"{user}-run") is not None
+                # Offline delivery still has the terminal event; an id from before the
+                # migration is not a complete replay.
+                offline = await recovery.offline(user, None)
+                assert [e.event_id for e in offline] == [ends[user]]
+                assert (await recovery.after(user, ends[user])).recovered is False
+        finally:
+            await aclient.aclose()
+            client.close()
+    finally:
+        redis_server.stop()

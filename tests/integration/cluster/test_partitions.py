@@ -5,6 +5,9 @@ partition's."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,10 +15,12 @@ import pytest
 
 from notifier.contract.events import status_update, system_notification
 from notifier.contract.settings import get_settings
-from notifier.core.bus import publish_sync
+from notifier.core.bus import check_partitions_sync, publish_sync
+from tests.support.env import REPO, child_env, free_port
 from tests.support.fault_helpers import parse_metrics
 from tests.support.helpers import NativeClient
 from tests.support.keyspace import space
+from tests.support.processes import START_TIMEOUT, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -91,3 +96,26 @@ async def test_a_notifier_reads_only_the_partitions_of_its_connections(
     await admin.request("unsubscribe_channel", channel="ops")
     admin_and_two = len({space().index_of(u) for u in [*connected[1:], "admin-9"]})
     assert await settled_metric(http, "jobcast_reader_partitions", admin_and_two) == admin_and_two
+
+
+def test_a_server_with_another_partition_count_refuses_to_start(
+    redis_client: Any, tmp_path: Path
+) -> None:
+    check_partitions_sync(redis_client, get_settings())  # what the running processes use
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(free_port())],
+            cwd=REPO,
+            env=child_env(JOBCAST_PARTITIONS="32"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        code = proc.wait(timeout=START_TIMEOUT)
+    finally:
+        stop_process(proc, group=True)
+    assert code != 0
+    text = log.read_text()
+    assert "JOBCAST_PARTITIONS=64" in text and "migrate-partitions --to 32" in text, text
