@@ -106,12 +106,20 @@ class JobcastPublisher:
         # ask SCRIPT EXISTS, one more round trip per batch that publish_sync does not make.
         if self._sha is None:
             self._sha = self.client.script_load(self.bus.PUBLISH_LUA)
+        from notifier.contract import keys
+
+        space = keys.keyspace(self.settings.partitions)
         with self.client.pipeline(transaction=False) as pipe:
             for k in ks:
-                script_keys, args = self.bus._script_call(self._event(cmd, k), self.settings)
-                pipe.execute_command(  # type: ignore[no-untyped-call]
-                    "EVALSHA", self._sha, len(script_keys), *script_keys, *args
-                )
+                event = self._event(cmd, k)
+                if self.bus._records_owner(event):  # as publish_sync: a change of state
+                    pipe.set(
+                        keys.job_owner(event.job_id), event.user_id,
+                        ex=self.settings.retention_seconds,
+                    )  # fmt: skip
+                script_keys = self.bus._script_keys(space.of_user(event.user_id), event)
+                args = self.bus._script_args(event, self.settings)
+                pipe.execute_command("EVALSHA", self._sha, len(script_keys), *script_keys, *args)
             pipe.execute()
 
     def broadcast(self, ident: int) -> float:
