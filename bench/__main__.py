@@ -21,7 +21,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import report, w8
+from bench.cluster import BenchCluster
 from bench.servers import (
     BENCH_DIR,
     JOBCAST_PATHS,
@@ -155,6 +156,10 @@ def plan(workloads: list[Workload], servers: list[str], repeats: int) -> list[di
     steps: list[dict[str, Any]] = []
     names = {w.name for w in workloads}
     for w in workloads:
+        if w.kind == "partitioned":
+            if "jobcast" in servers:  # W8 measures jobcast alone
+                steps += w8.steps(w, repeats)
+            continue
         if w.kind == "population":
             if w.name == "W4" and "W3" in names:
                 continue  # measured in W3's runs
@@ -209,6 +214,7 @@ def main(argv: list[str]) -> int:
     records: list[dict[str, Any]] = []
     failures: list[str] = []
     redis = RedisServer(workdir)
+    cluster: BenchCluster | None = None
     meta: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "command": "bench/run.sh " + shlex.join(argv) if argv else "bench/run.sh",
@@ -243,11 +249,18 @@ def main(argv: list[str]) -> int:
             line = verify_transport(ctx, name)
             meta["transports"][name] = JOBCAST_PATHS[name]
             log(f"{name}: transport={JOBCAST_PATHS[name]} ({line.strip()})")
+        if any(step["kind"] == "partitioned" for step in steps):
+            log("W8: starting a local Redis Cluster (3 masters, 3 replicas)")
+            cluster = BenchCluster(workdir, redis)
+            cluster.start()
         for i, step in enumerate(steps, 1):
             what = f"{step['label']}" + (f" @ {step['size']}" if step.get("size") else "")
             log(f"[{i}/{len(steps)}] {what} — {step['server']} (repeat {step['repeat']})")
             try:
-                if step["kind"] == "population":
+                if step["kind"] == "partitioned":
+                    got = w8.run_w8(ctx, step["workload"], step["mode"], step["arrangement"],
+                                    cluster)  # fmt: skip
+                elif step["kind"] == "population":
                     got = run_population(
                         ctx, step["server"], step["size"],
                         memory=step["memory"], fanout=step["fanout"],
@@ -274,6 +287,8 @@ def main(argv: list[str]) -> int:
         fatal = str(exc)
         log(f"FATAL, run stopped: {fatal}")
     finally:
+        if cluster is not None:
+            cluster.stop()
         PROCS.stop_all()
         meta["wall_s"] = round(time.monotonic() - started, 1)
         if fatal:

@@ -41,6 +41,9 @@ const P = Object.assign(
   JSON.parse(raw.startsWith("@") ? fs.readFileSync(raw.slice(1), "utf8") : raw),
 );
 
+// Client i connects to urls[urlOf[i]] when the orchestrator gives that list (W8 places
+// users on notifiers by partition), else to urls[i % urls.length].
+const urlOf = (i) => (P.urlOf ? P.urlOf[i] : i % P.urls.length);
 const now = () => performance.timeOrigin + performance.now(); // epoch ms, sub-ms precision
 const log = (msg) => process.stderr.write(`  [loadgen${P.label ? " " + P.label : ""}] ${msg}\n`);
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
@@ -89,7 +92,7 @@ function onJob(i, msg) {
   const sentAt = Number(data.sentAt);
   const n = Number(data.n) | 0;
   S.received += 1;
-  S.perUrl[i % P.urls.length] += 1;
+  S.perUrl[urlOf(i)] += 1;
   if (Number.isFinite(sentAt)) {
     S.delays.push(t - sentAt);
     S.recvAt.push(t);
@@ -112,7 +115,7 @@ function onBroadcast(i, msg) {
   }
   S.received += 1;
   S.broadcasts += 1;
-  S.perUrl[i % P.urls.length] += 1;
+  S.perUrl[urlOf(i)] += 1;
   if (Number.isFinite(sentAt)) {
     S.delays.push(t - sentAt);
     if (sentAt < S.minSentAt) S.minSentAt = sentAt;
@@ -125,7 +128,7 @@ function onBroadcast(i, msg) {
 function openClient(i) {
   return new Promise((resolve) => {
     const sub = `${P.userPrefix}${i}`;
-    const socket = io(P.urls[i % P.urls.length], {
+    const socket = io(P.urls[urlOf(i)], {
       path: P.path,
       transports: P.transports,
       auth: { token: token(sub) },

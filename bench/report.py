@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import w8
 from bench.servers import BENCH_DIR, NODE, ROOT
 
 SERVERS = ("jobcast", "jobcast-stock", "naive", "node")
@@ -248,6 +249,8 @@ def markdown(
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|")
     for w in workloads:
+        if w.kind == "partitioned":
+            continue  # its own tables, below
         keys = [f"{w.name}@{s}" for s in w.sizes] if w.sizes else [w.name]
         for key in keys:
             data = summary.get(key)
@@ -261,6 +264,7 @@ def markdown(
                 cells = [_fmt(values.get(s)) for s in servers]
                 ratios = [_ratio(values.get(a), values.get(b)) for a, b in ratio_cols]
                 lines.append("| " + " | ".join([label, title, better, *cells, *ratios]) + " |")
+    lines += w8.markdown(summary, _fmt, _ratio)
     lines += ["", "Workloads:", ""]
     for w in workloads:
         size = f"{w.clients} clients" if w.clients else "sizes " + ", ".join(map(str, w.sizes))

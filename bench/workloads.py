@@ -10,15 +10,17 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from bench.servers import (
+    Backend,
     LineChild,
     Profiler,
-    RedisServer,
     Server,
     cpu_seconds,
     loadgen,
@@ -61,10 +63,13 @@ FULL: dict[str, Workload] = {
                  "burst", clients=200, count=200_000, instances=2),
         Workload("W7", "capacity: 10,000 websocket clients while delivering 1,000 events/s",
                  "stream", clients=10_000, rate=1000, duration=20),
+        Workload("W8", "partitions: one Redis vs a 3+3 cluster; Redis egress with 3 notifiers "
+                 "holding users by partition vs round-robin (jobcast only)",
+                 "partitioned", clients=2000, rate=2000, duration=20),
     )
 }  # fmt: skip
 
-DEFAULT_ORDER = ("W1", "W1b", "W2", "W3", "W4", "W5", "W6")
+DEFAULT_ORDER = ("W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W8")
 
 
 def scaled(w: Workload, scale: float, duration_scale: float) -> Workload:
@@ -83,7 +88,7 @@ def scaled(w: Workload, scale: float, duration_scale: float) -> Workload:
 
 @dataclass
 class Context:
-    redis: RedisServer
+    redis: Backend
     secret: str
     logdir: Path
     jobcast_app: str = "api"
@@ -177,11 +182,26 @@ def calls_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]
     return dict(sorted(((k, v) for k, v in delta.items() if v > 0), key=lambda kv: -kv[1]))
 
 
-def cpu(server: Server, **others: int | None) -> dict[str, float]:
+def cpu(server: Server, **others: int | list[int] | None) -> dict[str, float]:
+    """CPU seconds so far of the server's processes and of each other role (a PID, or a
+    list of them: a cluster's masters)."""
     readings = {"server": sum(cpu_seconds(pid) for pid in server.pids)}
-    for role, pid in others.items():
-        readings[role] = cpu_seconds(pid) if pid else 0.0
+    for role, pids in others.items():
+        listed = pids if isinstance(pids, list) else [pids] if pids else []
+        readings[role] = sum(cpu_seconds(pid) for pid in listed)
     return readings
+
+
+def metric_sum(url: str, name: str) -> float | None:
+    """The sum of the samples of metric ``name`` in ``url``/metrics (None if unreadable)."""
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, OSError):
+        return None
+    samples = [line.rsplit(" ", 1)[1] for line in text.splitlines()
+               if line.startswith((name + " ", name + "{"))]  # fmt: skip
+    return sum(float(x) for x in samples) if samples else None
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -191,9 +211,12 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
 def open_clients(
     ctx: Context, server: Server, clients: int, prefix: str, *, subscribe: bool,
     transports: tuple[str, ...] = ("websocket",), duration: float = 0.0,
+    url_of: list[int] | None = None,
 ) -> LineChild:  # fmt: skip
+    """``url_of``: the index in ``server.urls`` of each client's server (default: client
+    ``i`` to ``i % len(urls)``)."""
     wait = ready_timeout(clients)
-    params = {
+    params: dict[str, Any] = {
         "urls": server.urls,
         "transports": list(transports),
         "clients": clients,
@@ -205,6 +228,8 @@ def open_clients(
         "readyTimeoutMs": int(wait * 1000),
         "deadlineS": int(wait + duration * 3 + 300),
     }
+    if url_of is not None:
+        params["urlOf"] = url_of
     return loadgen(params, label=server.name)
 
 
@@ -246,10 +271,14 @@ def measure(
     return done, stats, drain_timeout
 
 
-def run_stream(ctx: Context, w: Workload, name: str) -> list[dict[str, Any]]:
-    """Paced events (W1, W1b, W5, W7) or a burst (W2, W6) to clients subscribed each to
-    its own job; event k goes to job k % clients."""
+def run_stream(
+    ctx: Context, w: Workload, name: str, place: Callable[[str], list[int]] | None = None
+) -> list[dict[str, Any]]:
+    """Paced events (W1, W1b, W5, W7, W8) or a burst (W2, W6) to clients subscribed each to
+    its own job; event k goes to job k % clients. ``place``: given the run's user prefix,
+    the server instance of each client (``url_of`` of :func:`open_clients`; W8)."""
     prefix = ctx.next_prefix()
+    url_of = place(f"{prefix}u") if place is not None else None
     jobs = w.clients
     plan = {"jobs": jobs, "jobPrefix": f"{prefix}j", "userPrefix": f"{prefix}u"}
     with started(ctx, name, w.instances) as server, child(server.producer) as producer:
@@ -257,19 +286,28 @@ def run_stream(ctx: Context, w: Workload, name: str) -> list[dict[str, Any]]:
         with child(
             lambda: open_clients(
                 ctx, server, w.clients, prefix, subscribe=True,
-                transports=w.transports, duration=w.duration,
+                transports=w.transports, duration=w.duration, url_of=url_of,
             )
         ) as lg:  # fmt: skip
             ready = expect_ready(lg, w.clients)
+            idle_out = ctx.redis.output_bytes()
             time.sleep(ctx.settle)
-            before = cpu(server, loadgen=lg.pid, producer=producer.pid, redis=ctx.redis.pid)
+            idle_out = ctx.redis.output_bytes() - idle_out  # no events: the readers' own
+            before = cpu(server, loadgen=lg.pid, producer=producer.pid, redis=ctx.redis.pids)
             lg.call({"cmd": "reset"}, ["reset"], timeout=10)
             calls_before = ctx.redis.command_calls()
+            out_before = ctx.redis.output_bytes()
             with profiled(ctx, server, f"{w.name}-{prefix.strip('-')}"):
                 done, stats, _ = measure(w, name, producer, lg, plan)
-            after = cpu(server, loadgen=lg.pid, producer=producer.pid, redis=ctx.redis.pid)
+            after = cpu(server, loadgen=lg.pid, producer=producer.pid, redis=ctx.redis.pids)
+            out_bytes = ctx.redis.output_bytes() - out_before
             rss = sum(rss_kib(pid) for pid in server.pids)
             calls = calls_delta(calls_before, ctx.redis.command_calls())
+            partitions = (
+                [metric_sum(url, "jobcast_reader_partitions") for url in server.urls]
+                if server.is_jobcast
+                else []
+            )
 
     sent, received = int(done["sent"]), int(stats["received"])
     delay = stats["delayMs"]
@@ -295,6 +333,11 @@ def run_stream(ctx: Context, w: Workload, name: str) -> list[dict[str, Any]]:
         "redis_calls": calls,
         "redis_calls_per_event": round(sum(calls.values()) / max(1, sent), 2),
         "xread_per_event": round(calls.get("xread", 0) / max(1, sent), 3),
+        "redis_out_bytes": out_bytes,
+        "redis_out_bytes_per_event": round(out_bytes / max(1, sent), 1),
+        "redis_idle_out_bytes_per_s": round(idle_out / ctx.settle),
+        "reader_partitions": partitions,
+        "per_instance_received": stats["perUrl"],
         **cpus,
         "server_us_per_event": round(cpus["server_cpu_s"] * 1e6 / max(1, received), 1),
         "server_us_per_sent_event": round(cpus["server_cpu_s"] * 1e6 / max(1, sent), 1),
@@ -312,7 +355,6 @@ def run_stream(ctx: Context, w: Workload, name: str) -> list[dict[str, Any]]:
         if stats["finalMissing"] == 0:
             metrics["settled_per_s"] = round(sent / window, 1)
             metrics["settled_per_s_per_process"] = round(sent / window / w.instances, 1)
-        metrics["per_instance_received"] = stats["perUrl"]
     log(
         f"{w.name} {name}: sent {sent}, received {received}, p50 {delay['p50']} ms, "
         f"p99 {delay['p99']} ms, server CPU {cpus['server_cpu_s']} s"
@@ -354,7 +396,7 @@ def run_population(
                 log(f"W4 {name} {size}: {metrics['kib_per_conn']} KiB per connection")
                 records.append({"workload": memory.name, "size": size, "metrics": metrics})
             if fanout is not None:
-                before = cpu(server, loadgen=lg.pid, producer=producer.pid, redis=ctx.redis.pid)
+                before = cpu(server, loadgen=lg.pid, producer=producer.pid, redis=ctx.redis.pids)
                 lasts, p50s, got = [], [], []
                 profile = profiled(ctx, server, f"{fanout.name}-{size}-{prefix.strip('-')}")
                 with profile:
@@ -370,7 +412,7 @@ def run_population(
                         p50s.append(stats["delayMs"]["p50"])
                         got.append(stats["received"])
                         time.sleep(0.3)
-                after = cpu(server, loadgen=lg.pid, producer=producer.pid, redis=ctx.redis.pid)
+                after = cpu(server, loadgen=lg.pid, producer=producer.pid, redis=ctx.redis.pids)
                 cpus = cpu_delta(before, after)
                 delivered = sum(got)
                 valid = [x for x in lasts if x is not None]
