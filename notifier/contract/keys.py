@@ -101,6 +101,13 @@ class Partition:
         return f"{self.base}:running"
 
     @property
+    def job_totals(self) -> str:
+        """Hash: how many job events of the partition's users were published, by the state
+        they carry, and ``code:<code>`` per ``job_error`` (the publish script counts them;
+        notifiers export the sums as ``jobcast_job_events_total``/``..._errors_total``)."""
+        return f"{self.base}:job-totals"
+
+    @property
     def instances(self) -> str:
         """The leases (expiry, ms) of the instances holding connections of the partition's
         users: a dead instance's connections drop out when its lease lapses."""

@@ -75,6 +75,7 @@ def _script_keys(part: Partition, event: Event) -> list[str]:
         part.broadcasts,
         part.job_events(job),
         part.running,
+        part.job_totals,
     ]
 
 

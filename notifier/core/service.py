@@ -189,7 +189,6 @@ class Notifier:
         self._delivered_seen = delivered
         now = time.time() * 1000
         metrics.DELIVERY_DELAY.observe(max(0.0, now - batch[-1].key[0]) / 1000)
-        metrics.count_job_events(batch)  # after the dispatch: off the delivery's path
 
     def figures(self) -> dict[str, int]:
         """This instance's share of the cluster statistics (one pass over its connections)."""
@@ -221,18 +220,15 @@ class Notifier:
         and publish its statistics; update the gauges read from Redis (``jobcast_redis_up``
         follows whether this round trip succeeded)."""
         published_users: frozenset[str] | None = None
-        rounds = 0
         while True:
             await asyncio.sleep(1.0)
-            rounds += 1
             try:
                 await self.presence.renew(self.hub.by_partition)
                 users = frozenset(self.hub.by_user)
                 await self._publish_instance(users if users != published_users else None)
                 published_users = users
                 metrics.REDIS_UP.set(1)
-                if rounds % 5 == 1:
-                    metrics.JOBS_RUNNING.set(await self._jobs_running())
+                await self._read_job_figures()
                 if self.reader is not None:
                     metrics.READER_LAG.set(await self.reader.lag())
             except Exception as exc:
@@ -240,11 +236,17 @@ class Notifier:
                 metrics.REDIS_UP.set(0)
                 log.warning("instance lease not published", extra={"error": str(exc)})
 
-    async def _jobs_running(self) -> int:
+    async def _read_job_figures(self) -> None:
+        """The cluster-wide job figures kept in Redis: running jobs (the leases) and the job
+        event totals (``metrics.JobTotals``)."""
+        parts = self.space.partitions
         async with self.redis.pipeline(transaction=False) as pipe:
-            for part in self.space.partitions:
+            for part in parts:
                 pipe.zcard(part.running)
-            return sum(int(count) for count in await pipe.execute())
+                pipe.hgetall(part.job_totals)
+            replies = await pipe.execute()
+        metrics.JOBS_RUNNING.set(sum(int(count) for count in replies[0::2]))
+        metrics.JOB_TOTALS.update(replies[1::2])
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:

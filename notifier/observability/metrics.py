@@ -8,17 +8,19 @@ is on a running server's ``/metrics``.
 from __future__ import annotations
 
 import math
-from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     Counter,
     Gauge,
     Histogram,
     Info,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -27,12 +29,7 @@ from notifier.contract.events import (
     COMPLETED,
     ERROR_CODES,
     FAILED,
-    JOB_COMPLETED,
-    JOB_ERROR,
-    JOB_STATUS_UPDATE,
     STATUSES,
-    StreamEvent,
-    loads,
 )
 
 CONNECTIONS = Gauge(
@@ -66,19 +63,6 @@ SLOW_CONSUMER_CLOSES = Counter(
     "jobcast_slow_consumer_closes_total",
     "Connections closed because their send queue passed its byte limit (slow_consumer)",
 )
-#: Every instance reads the whole event stream, so every instance counts every job event:
-#: across instances take max(), not sum().
-JOB_EVENTS = Counter(
-    "jobcast_job_events_total",
-    "Job events read from the event stream, by the job state they carry "
-    "(processing: each progress report)",
-    ["status"],
-)
-JOB_ERRORS = Counter(
-    "jobcast_job_errors_total",
-    "job_error events read from the event stream, by data.code (worker_lost: a lost worker)",
-    ["code"],
-)
 JOBS_RUNNING = Gauge(
     "jobcast_jobs_running",
     "Started jobs holding a run lease (cluster-wide, read from Redis by every instance)",
@@ -98,59 +82,58 @@ TRANSPORT = Info(
 )
 
 _JOB_STATES = (*STATUSES, COMPLETED, FAILED)
-_STATE_CHILDREN = {state: JOB_EVENTS.labels(state) for state in _JOB_STATES}
-_ERROR_CHILDREN = {code: JOB_ERRORS.labels(code) for code in (*ERROR_CODES, "unknown")}
+_ERROR_CODES = (*ERROR_CODES, "unknown")
 
 
-def _field(payload: str, marker: str, known: Iterable[str]) -> str | None:
-    """The string value after ``marker`` (``"status":"``) in compact JSON, if a known one.
+class JobTotals(Collector):
+    """``jobcast_job_events_total{status}`` and ``jobcast_job_errors_total{code}``: every job
+    event published, cluster-wide. The publish script counts them in each partition's
+    totals hash (``keys.Partition.job_totals``); a notifier reads the sums once a second
+    (:meth:`update`), so every instance reports the same totals: across instances take
+    ``max()``, not ``sum()``. A process without a notifier reports 0."""
 
-    A JSON string cannot hold an unescaped quote, so the first match is a key; the
-    builders of ``notifier.contract.events`` put ``data.status`` and ``data.code`` before
-    any other nested key. Anything else returns None (the caller decodes the payload)."""
-    start = payload.find(marker)
-    if start < 0:
-        return None
-    start += len(marker)
-    value = payload[start : payload.find('"', start)]
-    return value if value in known else None
+    def __init__(self) -> None:
+        self.states = dict.fromkeys(_JOB_STATES, 0)
+        self.codes = dict.fromkeys(_ERROR_CODES, 0)
+
+    def update(self, hashes: Iterable[Mapping[str, str]]) -> None:
+        """Sum the partitions' totals hashes (an unknown state is left out, an unknown error
+        code counts as ``unknown``)."""
+        states = dict.fromkeys(_JOB_STATES, 0)
+        codes = dict.fromkeys(_ERROR_CODES, 0)
+        for totals in hashes:
+            for name, raw in (totals or {}).items():
+                count = int(raw)
+                if name.startswith("code:"):
+                    code = name[len("code:") :]
+                    codes[code if code in codes else "unknown"] += count
+                elif name in states:
+                    states[name] += count
+        self.states, self.codes = states, codes
+
+    def collect(self) -> Iterator[Metric]:
+        events = CounterMetricFamily(
+            "jobcast_job_events",
+            "Job events published (cluster-wide, from Redis), by the job state they carry "
+            "(processing: each progress report)",
+            labels=["status"],
+        )
+        for state, count in self.states.items():
+            events.add_metric([state], count)
+        errors = CounterMetricFamily(
+            "jobcast_job_errors",
+            "job_error events published (cluster-wide, from Redis), by data.code "
+            "(worker_lost: a lost worker)",
+            labels=["code"],
+        )
+        for code, count in self.codes.items():
+            errors.add_metric([code], count)
+        yield events
+        yield errors
 
 
-def _data_field(payload: str, name: str) -> str | None:
-    try:
-        message = loads(payload)
-    except ValueError:
-        return None
-    data = message.get("data") if isinstance(message, dict) else None
-    value = data.get(name) if isinstance(data, dict) else None
-    return value if isinstance(value, str) else None
-
-
-def count_job_events(batch: Iterable[StreamEvent]) -> None:
-    """Count a batch's job events by state and job errors by code (one increment per label
-    per batch; no payload decoded unless it is not in the builders' form)."""
-    states: Tally[str] = Tally()
-    codes: Tally[str] = Tally()
-    for event in batch:
-        kind = event.type
-        if kind == JOB_STATUS_UPDATE:
-            status = _field(event.payload, '"status":"', STATUSES)
-            if status is None:
-                status = _data_field(event.payload, "status")
-            if status in _STATE_CHILDREN:
-                states[status] += 1
-        elif kind == JOB_COMPLETED:
-            states[COMPLETED] += 1
-        elif kind == JOB_ERROR:
-            states[FAILED] += 1
-            code = _field(event.payload, '"code":"', ERROR_CODES)
-            if code is None:
-                code = _data_field(event.payload, "code")
-            codes[code if code in _ERROR_CHILDREN else "unknown"] += 1
-    for state, count in states.items():
-        _STATE_CHILDREN[state].inc(count)
-    for code, count in codes.items():
-        _ERROR_CHILDREN[code].inc(count)
+JOB_TOTALS = JobTotals()
+REGISTRY.register(JOB_TOTALS)
 
 
 def metrics_route() -> Route:

@@ -3,6 +3,7 @@ services compute it, from the same settings)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from notifier.contract import keys
@@ -25,9 +26,14 @@ def job_partition(redis_client: Any, job_id: str) -> Partition:
     return user_partition(str(owner))
 
 
-def events_in_streams(redis_client: Any) -> int:
-    """Entries in every partition's event stream (a broadcast counts once per partition)."""
+def events_in_streams(redis_client: Any, users: Iterable[str] | None = None) -> int:
+    """Entries in the event streams of the partitions of ``users`` (default: every
+    partition); a broadcast counts once per partition."""
+    if users is None:
+        parts = list(space().partitions)
+    else:
+        parts = list({user_partition(user) for user in users})
     with redis_client.pipeline(transaction=False) as pipe:
-        for part in space().partitions:
+        for part in parts:
             pipe.xlen(part.events)
         return sum(int(n) for n in pipe.execute())

@@ -40,6 +40,7 @@ def partition_keys(part: Partition, user: str, job: str) -> list[str]:
         part.broadcasts,
         part.running,
         part.instances,
+        part.job_totals,
         part.job(job),
         part.job_events(job),
         part.canvas(job),

@@ -14,9 +14,9 @@ import yaml
 from prometheus_client import REGISTRY, generate_latest
 
 from notifier.contract import events
-from notifier.contract.events import Event, StreamEvent, dumps
 from notifier.core.outbox import SLOW_CONSUMER, Outbox
 from notifier.observability import metrics
+from tests.support.keyspace import space
 from tests.support.observability import (
     ROOT,
     Exposition,
@@ -168,18 +168,6 @@ def sample(name: str, **labels: str) -> float:
     return sample_or_none(name, **labels) or 0.0
 
 
-def streamed(event: Event, payload: str | None = None) -> StreamEvent:
-    return StreamEvent(
-        event_id="1-0",
-        route=event.route,
-        type=event.message["type"],
-        user_id=event.user_id,
-        job_id=event.job_id,
-        channel=event.channel,
-        payload=dumps(event.message) if payload is None else payload,
-    )
-
-
 def counts() -> dict[str, float]:
     found = {s: sample("jobcast_job_events_total", status=s) for s in metrics._JOB_STATES}
     for code in (*events.ERROR_CODES, "unknown"):
@@ -187,21 +175,38 @@ def counts() -> dict[str, float]:
     return found
 
 
-def test_job_events_are_counted_by_state_and_errors_by_code() -> None:
+def totals_in_redis(redis_client: Any) -> list[dict[str, str]]:
+    return [redis_client.hgetall(part.job_totals) for part in space().partitions]
+
+
+def test_the_publish_script_counts_job_events_by_state_and_errors_by_code(
+    redis_client: Any,
+) -> None:
+    """What a notifier exports once a second: the totals the publish script keeps in Redis
+    (every job event published, whichever partition and whether or not anyone reads it)."""
+    from notifier.contract.settings import Settings
+    from notifier.core.bus import publish_sync
+
+    settings = Settings(_env_file=None, replica_wait_ms=0)
+    redis_client.flushall()
+    metrics.JOB_TOTALS.update(totals_in_redis(redis_client))
     before = counts()
     batch = [
         events.status_update("j1", "u1", events.QUEUED),
         events.status_update("j1", "u1", events.STARTED),
-        events.status_update("j1", "u1", events.PROCESSING, progress=10, status_note="x"),
-        events.status_update("j1", "u1", events.PROCESSING, progress=20, nested={"status": "z"}),
+        events.status_update("j1", "u1", events.PROCESSING, progress=10, seq=1),
+        events.status_update("j1", "u1", events.PROCESSING, progress=20, seq=2),
         events.retrying("j1", "u1", 1, retry_in_seconds=2),
         events.job_completed("j1", "u1", {"status": "cancelled"}),
-        events.job_error("j2", "u1", 'boom "code":"rejected"', code="worker_lost"),
-        events.job_error("j3", "u1", "late", code="time_limit"),
-        events.status_update("j4", "u1", events.CANCELLED),
+        events.job_error("j2", "u2", 'boom "code":"rejected"', code="worker_lost"),
+        events.job_error("j3", "u3", "late", code="time_limit"),
+        events.status_update("j4", "u4", events.CANCELLED),
+        events.status_update("j4", "u4", events.PROCESSING, seq=9),  # after the end: dropped
         events.system_notification("hello"),  # not a job event
     ]
-    metrics.count_job_events([streamed(e) for e in batch])
+    for event in batch:
+        publish_sync(redis_client, event, settings)
+    metrics.JOB_TOTALS.update(totals_in_redis(redis_client))
     after = counts()
     delta = {k: after[k] - before[k] for k in after if after[k] != before[k]}
     assert delta == {
@@ -217,25 +222,11 @@ def test_job_events_are_counted_by_state_and_errors_by_code() -> None:
     }
 
 
-def test_payloads_not_in_the_builders_form_are_decoded() -> None:
-    before = counts()
-    spaced = '{"type": "job_status_update", "jobId": "j", "data": {"status": "started"}}'
-    odd_code = '{"type":"job_error","jobId":"j","data":{"code":"martian"}}'
-    broken = '{"type":"job_status_update", "data": '
-    not_object = "[1, 2]"
-    update = events.status_update("j", "u", events.QUEUED)
-    error = events.job_error("j", "u", "x")
-    metrics.count_job_events(
-        [
-            streamed(update, spaced),
-            streamed(error, odd_code),
-            streamed(update, broken),
-            streamed(update, not_object),
-        ]
-    )
-    after = counts()
-    delta = {k: after[k] - before[k] for k in after if after[k] != before[k]}
-    assert delta == {"started": 1, "failed": 1, "unknown": 1}
+def test_unknown_states_are_left_out_and_unknown_codes_counted_as_unknown() -> None:
+    totals = metrics.JobTotals()
+    totals.update([{"queued": "2", "martian": "5", "code:martian": "1"}, {"code:rejected": "3"}])
+    assert totals.states["queued"] == 2 and "martian" not in totals.states
+    assert totals.codes["unknown"] == 1 and totals.codes["rejected"] == 3
 
 
 def test_labelled_series_exist_before_any_event() -> None:

@@ -2,7 +2,7 @@
 -- same step, updates the job's state, the owner's job list, the owner's inbox and the job's
 -- own history. A terminal state is final; an older attempt's or step's event is dropped.
 -- KEYS: 1 events, 2 job hash, 3 user's jobs, 4 user's inbox, 5 broadcasts, 6 job's events,
---       7 running jobs
+--       7 running jobs, 8 the partition's job event totals (by state, and by error code)
 -- ARGV: 1 route, 2 type, 3 user, 4 job, 5 channel, 6 payload, 7 state, 8 attempt, 9 seq,
 --       10 snapshot, 11 now ms, 12 retention s, 13 stream maxlen, 14 inbox maxlen, 15 lease ms,
 --       16 '1' when the snapshot has a progress
@@ -74,6 +74,12 @@ if job ~= '' then
     redis.call('ZREM', KEYS[7], job)
   elseif renew then
     redis.call('ZADD', KEYS[7], tonumber(now) + lease_ms, job)
+  end
+  redis.call('HINCRBY', KEYS[8], state, 1)
+  if typ == 'job_error' then
+    local ok, msg = pcall(cjson.decode, payload)
+    local code = ok and type(msg) == 'table' and type(msg['data']) == 'table' and msg['data']['code']
+    redis.call('HINCRBY', KEYS[8], 'code:' .. (type(code) == 'string' and code or 'unknown'), 1)
   end
   if terminal then
     redis.pcall('XADD', KEYS[4], 'MAXLEN', ARGV[14], id,

@@ -24,6 +24,9 @@ from tests.support.processes import Server
 
 pytestmark = pytest.mark.integration
 
+#: The users connected here: the notifier reads (and consumes) only their partitions.
+READ_BY_THIS_TEST = ("1", "bob-2", "carol")
+
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -45,7 +48,7 @@ def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
 async def test_metrics_after_traffic(
     http: httpx.AsyncClient, server: Server, redis_client: Any, tokens: Any
 ) -> None:
-    stream_before = events_in_streams(redis_client)
+    stream_before = events_in_streams(redis_client, READ_BY_THIS_TEST)
     before = await scrape(http)
     for name in (
         "jobcast_events_consumed_total",
@@ -94,7 +97,7 @@ async def test_metrics_after_traffic(
         for client in clients:
             await client.wait_for_type("system_notification", message="metrics marker")
             await client.settle(0.2)
-        stream_after = events_in_streams(redis_client)
+        stream_after = events_in_streams(redis_client, READ_BY_THIS_TEST)
 
         # The reader lag is sampled once a second: wait (bounded) for a fresh zero.
         after = await scrape(http)
