@@ -35,7 +35,10 @@ from notifier.contract.events import (
 CONNECTIONS = Gauge(
     "jobcast_connections", "Open client connections on this instance", ["transport"]
 )
-EVENTS_CONSUMED = Counter("jobcast_events_consumed_total", "Events read from the event stream")
+EVENTS_CONSUMED = Counter(
+    "jobcast_events_consumed_total",
+    "Events read from the event streams of the partitions this instance reads",
+)
 EVENTS_DELIVERED = Counter("jobcast_events_delivered_total", "Messages sent to client connections")
 AUTH_FAILURES = Counter(
     "jobcast_auth_failures_total", "Refused connections and requests", ["reason", "transport"]
