@@ -19,7 +19,7 @@ from bench.servers import (
     PROCS,
     BenchError,
     RedisServer,
-    info_int,
+    net_output,
     parse_command_calls,
     redis_server_binary,
     resp_command,
@@ -91,6 +91,8 @@ class BenchCluster:
                 calls[name] = calls.get(name, 0) + n
         return calls
 
-    def output_bytes(self) -> int:
-        """``total_net_output_bytes`` summed over the masters (replication not included)."""
-        return sum(info_int(text, "total_net_output_bytes") for text in self._info("stats"))
+    def output_bytes(self) -> tuple[int, int]:
+        """Bytes sent so far, all and to replicas (:func:`net_output`), summed over the
+        masters."""
+        each = [net_output(text) for text in self._info("stats")]
+        return sum(total for total, _ in each), sum(repl for _, repl in each)

@@ -288,6 +288,12 @@ def parse_command_calls(info: str) -> dict[str, int]:
     return calls
 
 
+def net_output(info: str) -> tuple[int, int]:
+    """``total_net_output_bytes`` and, of it, ``total_net_repl_output_bytes`` (the stream
+    to replicas; Redis 7 counts it in the total) in the text of ``INFO stats``."""
+    return info_int(info, "total_net_output_bytes"), info_int(info, "total_net_repl_output_bytes")
+
+
 def info_int(info: str, name: str) -> int:
     """The integer field ``name`` in the text of an ``INFO`` section (0 if absent)."""
     for line in info.splitlines():
@@ -312,7 +318,7 @@ class Backend(Protocol):
 
     def command_calls(self) -> dict[str, int]: ...
 
-    def output_bytes(self) -> int: ...
+    def output_bytes(self) -> tuple[int, int]: ...
 
 
 class RedisServer:
@@ -369,9 +375,9 @@ class RedisServer:
         """Calls per command so far (``INFO commandstats``)."""
         return parse_command_calls(self.command("INFO", "commandstats") or "")
 
-    def output_bytes(self) -> int:
-        """``total_net_output_bytes`` of ``INFO stats`` (replication not included)."""
-        return info_int(self.command("INFO", "stats") or "", "total_net_output_bytes")
+    def output_bytes(self) -> tuple[int, int]:
+        """Bytes sent so far: all, and to replicas (:func:`net_output`)."""
+        return net_output(self.command("INFO", "stats") or "")
 
     def version(self) -> str:
         info = self.command("INFO", "server") or ""

@@ -123,12 +123,14 @@ def markdown(summary: Summary, fmt: Any, ratio: Any) -> list[str]:
     lines += [
         "",
         "Redis output bytes per event (`total_net_output_bytes`, summed over the masters on "
-        "the cluster) and its ratio to one notifier's on the same backend:",
+        'the cluster, where it includes the replication stream to the replicas; "to clients" '
+        "leaves that out) and the ratio to one notifier's on the same backend:",
         "",
-        "| notifiers | one Redis | ratio | cluster | ratio | partitions read per notifier "
-        "(one Redis; cluster) | delay p99 (ms; one Redis; cluster) | Redis output with no "
-        "events (bytes/s; one Redis; cluster) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| notifiers | one Redis | ratio | cluster | ratio | cluster, to clients | ratio | "
+        "cluster, to replicas | partitions read per notifier (one Redis; cluster) | "
+        "delay p99 (ms; one Redis; cluster) | Redis output to clients with no events "
+        "(bytes/s; one Redis; cluster) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for arrangement, title in (
         ("one", "1 notifier, every user (baseline)"),
@@ -136,18 +138,22 @@ def markdown(summary: Summary, fmt: Any, ratio: Any) -> list[str]:
         ("round-robin", "(b) 3, round-robin"),
     ):
         cells = []
-        for mode in MODES:
-            got = _value(summary, mode, arrangement, "redis_out_bytes_per_event")
-            base = _value(summary, mode, "one", "redis_out_bytes_per_event")
-            cells += [fmt(got), ratio(got, base)]
-        read = "; ".join(
-            f"{fmt(_value(summary, m, arrangement, 'partitions_read_min'))} to "
-            f"{fmt(_value(summary, m, arrangement, 'partitions_read_max'))}"
-            for m in MODES
+        for mode, metric in (
+            ("single", "redis_out_bytes_per_event"),
+            ("cluster", "redis_out_bytes_per_event"),
+            ("cluster", "redis_client_out_bytes_per_event"),
+        ):
+            got = _value(summary, mode, arrangement, metric)
+            cells += [fmt(got), ratio(got, _value(summary, mode, "one", metric))]
+        cells.append(fmt(_value(summary, "cluster", arrangement, "redis_repl_out_bytes_per_event")))
+        cells.append(
+            "; ".join(
+                f"{fmt(_value(summary, m, arrangement, 'partitions_read_min'))} to "
+                f"{fmt(_value(summary, m, arrangement, 'partitions_read_max'))}"
+                for m in MODES
+            )
         )
-        p99 = "; ".join(fmt(_value(summary, m, arrangement, "p99_ms")) for m in MODES)
-        idle = "; ".join(
-            fmt(_value(summary, m, arrangement, "redis_idle_out_bytes_per_s")) for m in MODES
-        )
-        lines.append(f"| {title} | {' | '.join(cells)} | {read} | {p99} | {idle} |")
+        for metric in ("p99_ms", "redis_idle_client_out_bytes_per_s"):
+            cells.append("; ".join(fmt(_value(summary, m, arrangement, metric)) for m in MODES))
+        lines.append(f"| {title} | {' | '.join(cells)} |")
     return lines

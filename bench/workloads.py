@@ -290,9 +290,9 @@ def run_stream(
             )
         ) as lg:  # fmt: skip
             ready = expect_ready(lg, w.clients)
-            idle_out = ctx.redis.output_bytes()
+            idle_before = ctx.redis.output_bytes()
             time.sleep(ctx.settle)
-            idle_out = ctx.redis.output_bytes() - idle_out  # no events: the readers' own
+            idle_after = ctx.redis.output_bytes()  # no events: the readers' own
             before = cpu(server, loadgen=lg.pid, producer=producer.pid, redis=ctx.redis.pids)
             lg.call({"cmd": "reset"}, ["reset"], timeout=10)
             calls_before = ctx.redis.command_calls()
@@ -300,7 +300,7 @@ def run_stream(
             with profiled(ctx, server, f"{w.name}-{prefix.strip('-')}"):
                 done, stats, _ = measure(w, name, producer, lg, plan)
             after = cpu(server, loadgen=lg.pid, producer=producer.pid, redis=ctx.redis.pids)
-            out_bytes = ctx.redis.output_bytes() - out_before
+            out_after = ctx.redis.output_bytes()
             rss = sum(rss_kib(pid) for pid in server.pids)
             calls = calls_delta(calls_before, ctx.redis.command_calls())
             partitions = (
@@ -333,9 +333,16 @@ def run_stream(
         "redis_calls": calls,
         "redis_calls_per_event": round(sum(calls.values()) / max(1, sent), 2),
         "xread_per_event": round(calls.get("xread", 0) / max(1, sent), 3),
-        "redis_out_bytes": out_bytes,
-        "redis_out_bytes_per_event": round(out_bytes / max(1, sent), 1),
-        "redis_idle_out_bytes_per_s": round(idle_out / ctx.settle),
+        # Redis output (total_net_output_bytes), and of it to replicas and to clients
+        "redis_out_bytes": out_after[0] - out_before[0],
+        "redis_out_bytes_per_event": round((out_after[0] - out_before[0]) / max(1, sent), 1),
+        "redis_repl_out_bytes_per_event": round((out_after[1] - out_before[1]) / max(1, sent), 1),
+        "redis_client_out_bytes_per_event": round(
+            (out_after[0] - out_after[1] - out_before[0] + out_before[1]) / max(1, sent), 1
+        ),
+        "redis_idle_client_out_bytes_per_s": round(
+            (idle_after[0] - idle_after[1] - idle_before[0] + idle_before[1]) / ctx.settle
+        ),
         "reader_partitions": partitions,
         "per_instance_received": stats["perUrl"],
         **cpus,
