@@ -95,6 +95,19 @@ def redis_client(
         client.close()
 
 
+@pytest.fixture(scope="session")
+def results_client(redis_server: RedisServer | ExternalRedis) -> Iterator[Any]:
+    """A client of Celery's result backend: the session's Redis (in the cluster phase, the
+    standalone one beside the cluster, which also holds Celery's broker)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=5)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 @pytest.fixture(autouse=True)
 def _flush_redis(request: pytest.FixtureRequest) -> None:
     """Integration tests start from an empty Redis. The worker and the server keep running:
@@ -107,10 +120,7 @@ def _flush_redis(request: pytest.FixtureRequest) -> None:
     request.getfixturevalue("server")
     request.getfixturevalue("redis_client").flushall()
     if REDIS_CLUSTER:  # Celery's broker and results: a Redis of their own
-        import redis
-
-        with redis.Redis.from_url(request.getfixturevalue("redis_server").url) as broker:
-            broker.flushall()
+        request.getfixturevalue("results_client").flushall()
 
 
 # --- Celery worker

@@ -92,27 +92,35 @@ class JobTotals(Collector):
     """``jobcast_job_events_total{status}`` and ``jobcast_job_errors_total{code}``: every job
     event published, cluster-wide. The publish script counts them in each partition's
     totals hash (``keys.Partition.job_totals``); a notifier reads the sums once a second
-    (:meth:`update`), so every instance reports the same totals: across instances take
-    ``max()``, not ``sum()``. A process without a notifier reports 0."""
+    (:meth:`update`) and adds what they grew by, so every instance's counters grow alike
+    (across instances take ``max()``, not ``sum()``) and stay monotonic when Redis loses
+    the totals (a flush, a failover): a sum that went down counts as a reset. A process
+    without a notifier reports 0."""
 
     def __init__(self) -> None:
         self.states = dict.fromkeys(_JOB_STATES, 0)
         self.codes = dict.fromkeys(_ERROR_CODES, 0)
+        self._seen: dict[str, int] | None = None
 
     def update(self, hashes: Iterable[Mapping[str, str]]) -> None:
-        """Sum the partitions' totals hashes (an unknown state is left out, an unknown error
-        code counts as ``unknown``)."""
-        states = dict.fromkeys(_JOB_STATES, 0)
-        codes = dict.fromkeys(_ERROR_CODES, 0)
+        """Read the partitions' totals hashes (an unknown state is left out, an unknown
+        error code counts as ``unknown``)."""
+        sums: dict[str, int] = dict.fromkeys(_JOB_STATES, 0)
+        sums.update({f"code:{code}": 0 for code in _ERROR_CODES})
         for totals in hashes:
             for name, raw in (totals or {}).items():
-                count = int(raw)
-                if name.startswith("code:"):
-                    code = name[len("code:") :]
-                    codes[code if code in codes else "unknown"] += count
-                elif name in states:
-                    states[name] += count
-        self.states, self.codes = states, codes
+                if name.startswith("code:") and name not in sums:
+                    name = "code:unknown"
+                if name in sums:
+                    sums[name] += int(raw)
+        seen, self._seen = self._seen, sums
+        for name, total in sums.items():
+            last = seen.get(name, 0) if seen is not None else 0
+            grown = total - last if total >= last else total
+            if name.startswith("code:"):
+                self.codes[name[len("code:") :]] += grown
+            else:
+                self.states[name] += grown
 
     def collect(self) -> Iterator[Metric]:
         events = CounterMetricFamily(

@@ -229,6 +229,17 @@ def test_unknown_states_are_left_out_and_unknown_codes_counted_as_unknown() -> N
     assert totals.codes["unknown"] == 1 and totals.codes["rejected"] == 3
 
 
+def test_the_counters_stay_monotonic_when_redis_loses_the_totals() -> None:
+    totals = metrics.JobTotals()
+    totals.update([{"queued": "5"}, {"queued": "2"}])
+    totals.update([{"queued": "9"}, {"queued": "2"}])  # grew by 4
+    assert totals.states["queued"] == 11
+    totals.update([{"queued": "1"}])  # went down: flushed, or a failover lost some
+    assert totals.states["queued"] == 12
+    totals.update([{"queued": "1"}])
+    assert totals.states["queued"] == 12
+
+
 def test_labelled_series_exist_before_any_event() -> None:
     """rate() and increase() miss a series' first increment: they start at 0."""
     for state in ("queued", "processing", "completed", "failed", "cancelled"):

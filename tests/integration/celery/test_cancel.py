@@ -19,7 +19,12 @@ pytestmark = pytest.mark.integration
 
 
 async def test_cancel_a_running_job(
-    sio_client: Any, native_client: Any, http: Any, tokens: Any, redis_client: Any
+    sio_client: Any,
+    native_client: Any,
+    http: Any,
+    tokens: Any,
+    redis_client: Any,
+    results_client: Any,
 ) -> None:
     # The owner's connections, none of them subscribed to the job.
     owner_sio = await sio_client(tokens.alice, transports=["websocket"])
@@ -40,7 +45,7 @@ async def test_cancel_a_running_job(
 
     # The task itself was only revoked: wait (bounded) until it has really ended, so a
     # late job_completed would have been published by now.
-    assert await wait_task_finished(redis_client, job_id) == "SUCCESS"
+    assert await wait_task_finished(results_client, job_id) == "SUCCESS"
     for client in (owner_sio, owner_native):
         await client.settle()
         kinds = [m["type"] for m in client.for_job(job_id)]
@@ -54,7 +59,7 @@ async def test_cancel_a_running_job(
 
 
 async def test_cancel_with_terminate_stops_the_task(
-    sio_client: Any, http: Any, tokens: Any, redis_client: Any
+    sio_client: Any, http: Any, tokens: Any, redis_client: Any, results_client: Any
 ) -> None:
     owner = await sio_client(tokens.alice, transports=["websocket"])
     job_id = await start_job(
@@ -68,7 +73,7 @@ async def test_cancel_with_terminate_stops_the_task(
     assert response.status_code == 200, response.text
     await owner.wait_for(is_job_status(job_id, "cancelled"), what="the cancellation")
 
-    assert await wait_task_finished(redis_client, job_id, within=20) == "REVOKED"
+    assert await wait_task_finished(results_client, job_id, within=20) == "REVOKED"
     await owner.settle()
     kinds = [m["type"] for m in owner.for_job(job_id)]
     assert kinds == ["job_status_update"], f"after cancelled: {owner.for_job(job_id)}"

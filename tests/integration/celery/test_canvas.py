@@ -45,6 +45,7 @@ async def check_one_job(
     token: str,
     job: str,
     members: int,
+    results_client: Any,
 ) -> list[dict[str, Any]]:
     """What holds for every canvas that completes: one job to the user, progress that
     never goes down and reaches 100, one queued, one started, one job_completed. Returns
@@ -52,7 +53,7 @@ async def check_one_job(
     task_ids = member_task_ids(redis_client, job)
     assert len(task_ids) == members and job not in task_ids
     for task_id in task_ids:
-        await wait_celery_state(redis_client, task_id, ("SUCCESS",))
+        await wait_celery_state(results_client, task_id, ("SUCCESS",))
     await client.settle(celery_helpers.SETTLE_SECONDS)  # members are done: anything late?
 
     seen = {m["jobId"] for m in client.messages if "jobId" in m}
@@ -127,7 +128,7 @@ async def test_chain(
 
 
 async def test_a_failing_member_fails_the_canvas_once(
-    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any
+    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any, results_client: Any
 ) -> None:
     user_id = "celery-group-fails"
     token = tokens.make(user_id)
@@ -145,7 +146,7 @@ async def test_a_failing_member_fails_the_canvas_once(
     assert terminal["type"] == "job_error", terminal
     assert terminal["data"] == {"code": "task_failed", "exceptionType": "ValueError"}
     for task_id in member_task_ids(redis_client, job):
-        await wait_celery_state(redis_client, task_id, ("SUCCESS", "FAILURE"))
+        await wait_celery_state(results_client, task_id, ("SUCCESS", "FAILURE"))
     await client.settle(celery_helpers.SETTLE_SECONDS)
     assert len([m for m in client.messages if m["type"] in ("job_error", "job_completed")]) == 1
     kinds = statuses(await history(http, token, job))
@@ -153,7 +154,7 @@ async def test_a_failing_member_fails_the_canvas_once(
 
 
 async def test_cancel_a_running_canvas(
-    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any
+    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any, results_client: Any
 ) -> None:
     user_id = "celery-group-cancel"
     token = tokens.make(user_id)
@@ -167,7 +168,7 @@ async def test_cancel_a_running_canvas(
     assert response.status_code == 200, response.text
     await client.wait_for(is_job_status(job, "cancelled"), what="cancelled")
     for task_id in member_task_ids(redis_client, job):
-        await wait_celery_state(redis_client, task_id, ("REVOKED",))
+        await wait_celery_state(results_client, task_id, ("REVOKED",))
     await client.settle(celery_helpers.SETTLE_SECONDS)
     kinds = statuses(await history(http, token, job))
     assert kinds.count("cancelled") == 1 and kinds[-1] == "cancelled", kinds

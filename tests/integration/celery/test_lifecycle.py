@@ -126,7 +126,7 @@ async def test_retry_twice_then_succeed(
 
 
 async def test_revoke_before_start(
-    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any
+    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any, results_client: Any
 ) -> None:
     """DELETE on a job still waiting for its countdown: the owner sees ``cancelled`` and
     the worker never runs it."""
@@ -135,7 +135,7 @@ async def test_revoke_before_start(
     response = await http.delete(f"/api/v1/jobs/{job}", headers=bearer(token))
     assert response.status_code == 200, response.text
     await client.wait_for(is_job_status(job, "cancelled"), what="cancelled")
-    await wait_celery_state(redis_client, job, ("REVOKED",))
+    await wait_celery_state(results_client, job, ("REVOKED",))
     await client.settle(celery_helpers.SETTLE_SECONDS)
     kinds = statuses(await history(http, token, job))
     assert kinds == ["queued", "cancelled"], kinds
@@ -143,7 +143,7 @@ async def test_revoke_before_start(
 
 
 async def test_revoke_by_celery_before_start(
-    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any
+    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any, results_client: Any
 ) -> None:
     """``app.control.revoke`` alone: the worker's task_revoked reports ``cancelled``."""
     user_id, token, client = await user(sio_client, tokens, "revoke-celery")
@@ -151,26 +151,26 @@ async def test_revoke_by_celery_before_start(
     await asyncio.to_thread(app.control.revoke, job)
     cancelled = await client.wait_for(is_job_status(job, "cancelled"), what="cancelled")
     assert "revoked" in cancelled["data"]["message"]
-    await wait_celery_state(redis_client, job, ("REVOKED",))
+    await wait_celery_state(results_client, job, ("REVOKED",))
     await client.settle(celery_helpers.SETTLE_SECONDS)
     assert statuses(await history(http, token, job)) == ["queued", "cancelled"]
 
 
 async def test_expired_before_start(
-    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any
+    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any, results_client: Any
 ) -> None:
     """A task whose ``expires`` passes before it may start is reported ``cancelled``."""
     user_id, token, client = await user(sio_client, tokens, "expired")
     job = await submit(steady, user_id=user_id, options={"countdown": 2, "expires": 1})
     cancelled = await client.wait_for(is_job_status(job, "cancelled"), what="cancelled")
     assert "expired" in cancelled["data"]["message"]
-    await wait_celery_state(redis_client, job, ("REVOKED",))
+    await wait_celery_state(results_client, job, ("REVOKED",))
     await client.settle(celery_helpers.SETTLE_SECONDS)
     assert statuses(await history(http, token, job)) == ["queued", "cancelled"]
 
 
 async def test_terminate_while_running(
-    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any
+    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any, results_client: Any
 ) -> None:
     user_id, token, client = await user(sio_client, tokens, "terminate-api")
     job = await submit(sleepy, user_id=user_id, seconds=30)
@@ -181,7 +181,7 @@ async def test_terminate_while_running(
     )
     assert response.status_code == 200, response.text
     await client.wait_for(is_job_status(job, "cancelled"), what="cancelled")
-    await wait_celery_state(redis_client, job, ("REVOKED",))
+    await wait_celery_state(results_client, job, ("REVOKED",))
     await client.settle(celery_helpers.SETTLE_SECONDS)
     kinds = statuses(await history(http, token, job))
     assert kinds[-1] == "cancelled" and "job_completed" not in kinds, kinds
@@ -192,7 +192,7 @@ async def test_terminate_while_running(
 
 
 async def test_terminate_by_celery_while_running(
-    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any
+    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any, results_client: Any
 ) -> None:
     """``revoke(terminate=True)`` alone: the worker reports the terminated task."""
     user_id, token, client = await user(sio_client, tokens, "terminate-celery")
@@ -202,7 +202,7 @@ async def test_terminate_by_celery_while_running(
     await asyncio.to_thread(app.control.revoke, job, terminate=True, signal="SIGTERM")
     cancelled = await client.wait_for(is_job_status(job, "cancelled"), what="cancelled")
     assert "terminated" in cancelled["data"]["message"]
-    await wait_celery_state(redis_client, job, ("REVOKED",))
+    await wait_celery_state(results_client, job, ("REVOKED",))
     await client.settle(celery_helpers.SETTLE_SECONDS)
     kinds = statuses(await history(http, token, job))
     assert kinds[-1] == "cancelled" and "job_completed" not in kinds, kinds
@@ -231,7 +231,7 @@ async def test_other_endings_are_job_errors(
 
 
 async def test_results_that_are_not_json_are_errors_and_the_worker_carries_on(
-    sio_client: Any, tokens: Any, redis_client: Any
+    sio_client: Any, tokens: Any, redis_client: Any, results_client: Any
 ) -> None:
     user_id, _, client = await user(sio_client, tokens, "not-json")
     # Celery stores it (its JSON knows datetimes); jobcast's wire does not.
@@ -239,7 +239,7 @@ async def test_results_that_are_not_json_are_errors_and_the_worker_carries_on(
     error = await client.wait_for(is_terminal(job), what="job_error")
     assert error["type"] == "job_error" and "not JSON" in error["error"], error
     assert error["data"]["code"] == "task_failed"
-    assert (await wait_celery_state(redis_client, job, ("SUCCESS",)))["status"] == "SUCCESS"
+    assert (await wait_celery_state(results_client, job, ("SUCCESS",)))["status"] == "SUCCESS"
     # Not even Celery can store this one: it fails the task itself.
     job = await submit(unserialisable, user_id=user_id)
     error = await client.wait_for(is_terminal(job), what="job_error")
@@ -251,7 +251,7 @@ async def test_results_that_are_not_json_are_errors_and_the_worker_carries_on(
 
 
 async def test_oversized_results_are_truncated_with_a_marker(
-    sio_client: Any, tokens: Any, redis_client: Any
+    sio_client: Any, tokens: Any, redis_client: Any, results_client: Any
 ) -> None:
     user_id, _, client = await user(sio_client, tokens, "big")
     size = 40_000
@@ -264,7 +264,7 @@ async def test_oversized_results_are_truncated_with_a_marker(
     assert marker["limit"] == 32 * 1024
     assert marker["preview"].startswith('{"blob":"xxx') and len(marker["preview"]) <= 1024
     # The whole result stays in Celery's result backend.
-    meta = await wait_celery_state(redis_client, job, ("SUCCESS",))
+    meta = await wait_celery_state(results_client, job, ("SUCCESS",))
     assert meta["result"] == {"blob": "x" * size}
 
 

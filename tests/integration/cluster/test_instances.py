@@ -39,7 +39,8 @@ from tests.support.helpers import (
 )
 from tests.support.processes import RedisServer, running_worker
 
-pytestmark = pytest.mark.integration
+# Two instances on a Redis of their own (a standalone one): not in the Redis Cluster phase.
+pytestmark = [pytest.mark.integration, pytest.mark.single_redis]
 
 #: SPEC section 6.
 STATS_FRESH_SECONDS = 2.0

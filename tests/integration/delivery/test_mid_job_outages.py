@@ -32,7 +32,8 @@ from tests.support.helpers import (
 )
 from tests.support.processes import RedisServer, running_worker
 
-pytestmark = pytest.mark.integration
+# Stops, restarts or proxies the one Redis: not in the Redis Cluster phase.
+pytestmark = [pytest.mark.integration, pytest.mark.single_redis]
 
 LEASE_SECONDS = 3.0
 REAPER_INTERVAL_SECONDS = 1.0

@@ -34,7 +34,8 @@ from tests.support.fault_helpers import (
 from tests.support.processes import RedisServer
 from tests.support.waiting import wait_until_async
 
-pytestmark = pytest.mark.integration
+# Stops, restarts or proxies the one Redis: not in the Redis Cluster phase.
+pytestmark = [pytest.mark.integration, pytest.mark.single_redis]
 
 USERS = ["link-u1", "link-u2"]
 JOBS, STEPS = 3, 6

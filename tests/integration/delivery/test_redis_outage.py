@@ -20,7 +20,8 @@ from tests.support.env import child_env, free_port
 from tests.support.helpers import TIMEOUT, connect_sio, is_terminal, start_job
 from tests.support.processes import RedisServer, Server, running_server, running_worker
 
-pytestmark = pytest.mark.integration
+# Stops, restarts or proxies the one Redis: not in the Redis Cluster phase.
+pytestmark = [pytest.mark.integration, pytest.mark.single_redis]
 
 
 async def wait_readiness(http: httpx.AsyncClient, status_code: int) -> dict[str, Any]:
