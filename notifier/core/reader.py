@@ -26,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import redis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from notifier.contract.events import StreamEvent
 from notifier.contract.keys import Keyspace
@@ -78,11 +79,7 @@ class _Read:
                     continue
                 self.reading = True
                 try:
-                    response = await owner.client.xread(
-                        streams,  # type: ignore[arg-type]
-                        count=owner.batch,
-                        block=owner.block_ms,
-                    )
+                    response = await owner.xread(streams)
                 except asyncio.CancelledError:
                     if not self.woken:
                         raise
@@ -251,6 +248,28 @@ class PartitionReader:
             for task in set(tasks):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def xread(self, streams: dict[str, str]) -> object:
+        """One blocking read. On a cluster (one partition a read), straight to the master
+        holding its slot: redis-py would otherwise ask a node which keys the ``XREAD``
+        holds (``COMMAND GETKEYS``) before every read."""
+        client = self.client
+        if not isinstance(client, AsyncRedisCluster):
+            return await client.xread(streams, count=self.batch, block=self.block_ms)  # type: ignore[arg-type]
+        [(key, last)] = streams.items()
+        await client.initialize()  # after a failover: the new slot map
+        node = client.get_node_from_key(key)
+        return await client.execute_command(
+            "XREAD",
+            "COUNT",
+            self.batch,
+            "BLOCK",
+            self.block_ms,
+            "STREAMS",
+            key,
+            last,
+            target_nodes=node,
+        )
 
     async def start_pending(self, partitions: set[int]) -> None:
         """Fetch the newest id of each of ``partitions`` added since the last read."""

@@ -8,7 +8,7 @@ is on a running server's ``/metrics``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -91,36 +91,38 @@ _ERROR_CODES = (*ERROR_CODES, "unknown")
 class JobTotals(Collector):
     """``jobcast_job_events_total{status}`` and ``jobcast_job_errors_total{code}``: every job
     event published, cluster-wide. The publish script counts them in each partition's
-    totals hash (``keys.Partition.job_totals``); a notifier reads the sums once a second
-    (:meth:`update`) and adds what they grew by, so every instance's counters grow alike
-    (across instances take ``max()``, not ``sum()``) and stay monotonic when Redis loses
-    the totals (a flush, a failover): a sum that went down counts as a reset. A process
-    without a notifier reports 0."""
+    totals hash (``keys.Partition.job_totals``, with ``since``: when those totals started);
+    a notifier reads them once a second (:meth:`update`) and adds what each partition's
+    grew by, so every instance's counters grow alike (across instances take ``max()``, not
+    ``sum()``) and stay monotonic when Redis loses a partition's totals (a flush, a
+    failover): a new ``since``, or a count that went down, starts that partition afresh.
+    A process without a notifier reports 0."""
 
     def __init__(self) -> None:
         self.states = dict.fromkeys(_JOB_STATES, 0)
         self.codes = dict.fromkeys(_ERROR_CODES, 0)
-        self._seen: dict[str, int] | None = None
+        self._seen: list[Mapping[str, str]] = []
 
-    def update(self, hashes: Iterable[Mapping[str, str]]) -> None:
-        """Read the partitions' totals hashes (an unknown state is left out, an unknown
-        error code counts as ``unknown``)."""
-        sums: dict[str, int] = dict.fromkeys(_JOB_STATES, 0)
-        sums.update({f"code:{code}": 0 for code in _ERROR_CODES})
-        for totals in hashes:
+    def update(self, hashes: Sequence[Mapping[str, str]]) -> None:
+        """Read the partitions' totals hashes, in partition order (an unknown state is left
+        out, an unknown error code counts as ``unknown``)."""
+        seen = self._seen if len(self._seen) == len(hashes) else [{} for _ in hashes]
+        for totals, before in zip(hashes, seen, strict=True):
+            fresh = (totals or {}).get("since") != before.get("since")
             for name, raw in (totals or {}).items():
-                if name.startswith("code:") and name not in sums:
-                    name = "code:unknown"
-                if name in sums:
-                    sums[name] += int(raw)
-        seen, self._seen = self._seen, sums
-        for name, total in sums.items():
-            last = seen.get(name, 0) if seen is not None else 0
-            grown = total - last if total >= last else total
-            if name.startswith("code:"):
-                self.codes[name[len("code:") :]] += grown
-            else:
-                self.states[name] += grown
+                if name == "since":
+                    continue
+                count = int(raw)
+                last = 0 if fresh else int(before.get(name, 0))
+                self._add(name, count - last if count >= last else count)
+        self._seen = [dict(totals or {}) for totals in hashes]
+
+    def _add(self, name: str, grown: int) -> None:
+        if name.startswith("code:"):
+            code = name[len("code:") :]
+            self.codes[code if code in self.codes else "unknown"] += grown
+        elif name in self.states:
+            self.states[name] += grown
 
     def collect(self) -> Iterator[Metric]:
         events = CounterMetricFamily(

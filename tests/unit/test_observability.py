@@ -231,13 +231,16 @@ def test_unknown_states_are_left_out_and_unknown_codes_counted_as_unknown() -> N
 
 def test_the_counters_stay_monotonic_when_redis_loses_the_totals() -> None:
     totals = metrics.JobTotals()
-    totals.update([{"queued": "5"}, {"queued": "2"}])
-    totals.update([{"queued": "9"}, {"queued": "2"}])  # grew by 4
+    totals.update([{"queued": "5", "since": "1"}, {"queued": "2", "since": "1"}])
+    totals.update([{"queued": "9", "since": "1"}, {"queued": "2", "since": "1"}])  # +4
     assert totals.states["queued"] == 11
-    totals.update([{"queued": "1"}])  # went down: flushed, or a failover lost some
+    totals.update([{"queued": "1", "since": "1"}, {}])  # down (lost), and gone: afresh
     assert totals.states["queued"] == 12
-    totals.update([{"queued": "1"}])
-    assert totals.states["queued"] == 12
+    totals.update([{"queued": "1", "since": "1"}, {"queued": "2", "since": "7"}])
+    assert totals.states["queued"] == 14
+    # Lost and counted up to the same figure between two reads: the new `since` tells.
+    totals.update([{"queued": "1", "since": "1"}, {"queued": "2", "since": "9"}])
+    assert totals.states["queued"] == 16
 
 
 def test_labelled_series_exist_before_any_event() -> None:

@@ -75,7 +75,11 @@ if job ~= '' then
   elseif renew then
     redis.call('ZADD', KEYS[7], tonumber(now) + lease_ms, job)
   end
-  redis.call('HINCRBY', KEYS[8], state, 1)
+  -- A count's first step marks when the totals started ('since': a reader that sees it
+  -- change knows they were lost and started again).
+  if redis.call('HINCRBY', KEYS[8], state, 1) == 1 then
+    redis.call('HSETNX', KEYS[8], 'since', now)
+  end
   if typ == 'job_error' then
     local ok, msg = pcall(cjson.decode, payload)
     local code = ok and type(msg) == 'table' and type(msg['data']) == 'table' and msg['data']['code']

@@ -42,10 +42,10 @@ async def check_one_job(
     client: Any,
     http: httpx.AsyncClient,
     redis_client: Any,
+    results_client: Any,
     token: str,
     job: str,
     members: int,
-    results_client: Any,
 ) -> list[dict[str, Any]]:
     """What holds for every canvas that completes: one job to the user, progress that
     never goes down and reaches 100, one queued, one started, one job_completed. Returns
@@ -81,7 +81,7 @@ async def check_one_job(
 
 
 async def test_group_of_four(
-    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any
+    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any, results_client: Any
 ) -> None:
     user_id = "celery-group"
     token = tokens.make(user_id)
@@ -92,12 +92,12 @@ async def test_group_of_four(
     terminal = await follow(client, job)
     assert terminal["type"] == "job_completed", terminal
     assert terminal["result"] == [0, 1, 2, 3], "a group's result: its members' in order"
-    events = await check_one_job(client, http, redis_client, token, job, members=4)
+    events = await check_one_job(client, http, redis_client, results_client, token, job, members=4)
     assert len(set(progress_values(events))) > 4, "progress moved in steps of the members"
 
 
 async def test_chord_of_three_and_one(
-    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any
+    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any, results_client: Any
 ) -> None:
     user_id = "celery-chord"
     token = tokens.make(user_id)
@@ -108,11 +108,11 @@ async def test_chord_of_three_and_one(
     terminal = await follow(client, job)
     assert terminal["type"] == "job_completed", terminal
     assert terminal["result"] == 12, "a chord's result: its body's"
-    await check_one_job(client, http, redis_client, token, job, members=4)
+    await check_one_job(client, http, redis_client, results_client, token, job, members=4)
 
 
 async def test_chain(
-    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any
+    sio_client: Any, tokens: Any, http: httpx.AsyncClient, redis_client: Any, results_client: Any
 ) -> None:
     user_id = "celery-chain"
     token = tokens.make(user_id)
@@ -124,7 +124,7 @@ async def test_chain(
     terminal = await follow(client, job)
     assert terminal["type"] == "job_completed", terminal
     assert terminal["result"] == 112, "a chain's result: its last task's"
-    await check_one_job(client, http, redis_client, token, job, members=3)
+    await check_one_job(client, http, redis_client, results_client, token, job, members=3)
 
 
 async def test_a_failing_member_fails_the_canvas_once(
