@@ -16,6 +16,9 @@ app = Celery(
     include=["workers.tasks"],
 )
 app.conf.update(
+    # Sentinel-managed broker and results (sentinel:// URLs): which master to ask for.
+    broker_transport_options=settings.celery_sentinel_options(settings.broker_url()),
+    result_backend_transport_options=settings.celery_sentinel_options(settings.result_backend()),
     # JSON only: no pickle on any wire.
     task_serializer="json",
     result_serializer="json",

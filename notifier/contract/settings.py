@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "changethis"}
@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     )
     #: ``REDIS_URL`` names any node of a Redis Cluster: everything runs on the cluster.
     redis_cluster: bool = False
+    #: Sentinels (``host:port``) watching jobcast's Redis: clients ask them for the master
+    #: ``redis_sentinel_master`` and follow its failovers (``REDIS_URL`` then gives only the
+    #: database and credentials).
+    redis_sentinels: Annotated[list[str], NoDecode] = []
+    redis_sentinel_master: str | None = None
     #: Partitions of the keyspace (a user's partition is a stable hash of their id). Fixed
     #: per deployment and recorded in Redis; see ``jobcast migrate-partitions``.
     partitions: int = Field(default=64, ge=1, le=4096)
@@ -120,7 +125,9 @@ class Settings(BaseSettings):
     #: marker; the full result stays in Celery's result backend.
     result_max_bytes: int = Field(default=32 * 1024, ge=64)
 
-    @field_validator("jwt_algorithms", "cors_origins", "cluster_ports", mode="before")
+    @field_validator(
+        "jwt_algorithms", "cors_origins", "cluster_ports", "redis_sentinels", mode="before"
+    )
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -132,9 +139,33 @@ class Settings(BaseSettings):
             raise ValueError("JOBCAST_JWT_ALGORITHMS must list real algorithms; 'none' is refused")
         return value
 
+    @model_validator(mode="after")
+    def _one_topology(self) -> Settings:
+        if self.redis_sentinels and not self.redis_sentinel_master:
+            raise ValueError("JOBCAST_REDIS_SENTINELS needs JOBCAST_REDIS_SENTINEL_MASTER")
+        if self.redis_sentinels and self.redis_cluster:
+            raise ValueError("JOBCAST_REDIS_SENTINELS and JOBCAST_REDIS_CLUSTER exclude each other")
+        for address in self.redis_sentinels:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"JOBCAST_REDIS_SENTINELS: {address!r} is not host:port")
+        return self
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return [
+            (host, int(port))
+            for host, _, port in (address.rpartition(":") for address in self.redis_sentinels)
+        ]
+
     def broker_url(self) -> str:
         """Celery's broker: ``CELERY_BROKER_URL``, else ``REDIS_URL`` (not on a cluster)."""
         return self._celery_url(self.celery_broker_url, "CELERY_BROKER_URL")
+
+    def celery_sentinel_options(self, url: str) -> dict[str, str]:
+        """The transport options a ``sentinel://`` broker or result backend needs."""
+        if url.startswith("sentinel://") and self.redis_sentinel_master:
+            return {"master_name": self.redis_sentinel_master}
+        return {}
 
     def result_backend(self) -> str:
         """Celery's result backend: ``CELERY_RESULT_BACKEND``, else ``REDIS_URL``."""
@@ -143,6 +174,13 @@ class Settings(BaseSettings):
     def _celery_url(self, value: str | None, name: str) -> str:
         if value:
             return value
+        if self.redis_sentinels:  # kombu's and Celery's own Sentinel URLs
+            db = (
+                self.redis_url.rsplit("/", 1)[-1]
+                if "/" in self.redis_url.split("//", 1)[-1]
+                else "0"
+            )
+            return ";".join(f"sentinel://{address}/{db}" for address in self.redis_sentinels)
         if self.redis_cluster:
             raise RuntimeError(
                 f"{name} is required with JOBCAST_REDIS_CLUSTER=true: Celery (kombu) has no "

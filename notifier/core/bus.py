@@ -25,12 +25,15 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from typing import Any
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.cluster import RedisCluster
+from redis.sentinel import Sentinel
 
 from notifier.contract import keys, scripts
 from notifier.contract.events import (
@@ -281,16 +284,41 @@ def connection_kwargs() -> dict[str, Any]:
     }
 
 
+#: How clients talk to the sentinels themselves (short: a dead sentinel is skipped).
+_SENTINEL_KWARGS = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+
+
+def _url_options(url: str) -> dict[str, Any]:
+    """What ``REDIS_URL`` still says under Sentinel: the database and the credentials."""
+    parts = urlsplit(url)
+    options: dict[str, Any] = {"db": int(parts.path.strip("/") or 0)}
+    if parts.username:
+        options["username"] = unquote(parts.username)
+    if parts.password:
+        options["password"] = unquote(parts.password)
+    return options
+
+
 def async_client(settings: Settings) -> AsyncRedis:
     """One client per process. On one Redis its pool *waits* for a free connection when
     all are busy (redis-py's default pool fails at once, which a burst of connecting
     clients hits). ``JOBCAST_REDIS_CLUSTER``: redis-py's cluster client, which follows the
-    cluster's slots and failovers."""
+    cluster's slots and failovers; ``JOBCAST_REDIS_SENTINELS``: the master the sentinels
+    name, followed across failovers."""
     kwargs = connection_kwargs()
     if settings.redis_cluster:
         return AsyncRedisCluster.from_url(
             settings.redis_url, max_connections=settings.redis_max_connections * 4, **kwargs
         )
+    if settings.redis_sentinels:
+        sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
+            settings.sentinel_addresses(), sentinel_kwargs=_SENTINEL_KWARGS, **kwargs
+        )
+        # Sentinel's pool opens connections as needed (no waiting pool of a fixed size).
+        master = sentinel.master_for(
+            str(settings.redis_sentinel_master), **_url_options(settings.redis_url)
+        )
+        return cast(aioredis.Redis, master)
     decode = kwargs.pop("decode_responses")
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
@@ -305,6 +333,14 @@ def async_client(settings: Settings) -> AsyncRedis:
 def sync_client(settings: Settings) -> SyncRedis:
     if settings.redis_cluster:
         return RedisCluster.from_url(settings.redis_url, **connection_kwargs())
+    if settings.redis_sentinels:
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            settings.sentinel_addresses(), sentinel_kwargs=_SENTINEL_KWARGS, **connection_kwargs()
+        )
+        master = sentinel.master_for(  # type: ignore[no-untyped-call]
+            str(settings.redis_sentinel_master), **_url_options(settings.redis_url)
+        )
+        return cast(redis.Redis, master)
     return redis.Redis.from_url(settings.redis_url, **connection_kwargs())
 
 

@@ -20,7 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -85,8 +85,16 @@ class RedisServer:
 
     restartable = True
 
-    def __init__(self, port: int, workdir: Path, password: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        workdir: Path,
+        password: str | None = None,
+        extra: Sequence[str] = (),
+    ) -> None:
         self.port = port
+        #: More ``redis-server`` arguments (``--replicaof host port``, ...).
+        self.extra = list(extra)
         self.password = password
         auth = f":{password}@" if password else ""
         self.url = f"redis://{auth}127.0.0.1:{port}/0"
@@ -112,6 +120,7 @@ class RedisServer:
                 "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         proc = self.proc

@@ -8,15 +8,15 @@ standalone Redis). The rest of the suites run there too, unchanged.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
 import redis
 
-from notifier.contract.events import TERMINAL_TYPES, job_completed, status_update
+from notifier.contract.events import TERMINAL_TYPES, status_update
 from notifier.contract.settings import get_settings
-from notifier.core.bus import NotConfirmed, publish_sync
+from notifier.core.bus import publish_sync
+from tests.support.failover import produce_jobs
 from tests.support.helpers import NativeClient
 from tests.support.keyspace import user_partition
 from tests.support.redis_cluster import RedisCluster
@@ -26,7 +26,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster]
 
 USER = "cluster-user-1"
 JOBS = 12
-STEPS = 15
 
 
 def master_of(client: Any, key: str) -> int:
@@ -43,35 +42,6 @@ def replica_in_sync(port: int, key: str) -> None:
         assert master.execute_command("WAIT", 1, 10_000) >= 1, f"no replica of {port} in sync"
 
 
-def publish_until_confirmed(client: Any, event: Any) -> str | None:
-    """What a worker's publisher does with a terminal event: again until a replica has it
-    (bounded: the failover takes a few seconds)."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            return publish_sync(client, event, get_settings())
-        except (redis.RedisError, OSError, NotConfirmed):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-def produce(client: Any, halfway: threading.Event) -> None:
-    settings = get_settings()
-    for job in range(JOBS):
-        job_id = f"cjob-{job}"
-        publish_until_confirmed(client, status_update(job_id, USER, "queued"))
-        for step in range(1, STEPS + 1):
-            event = status_update(job_id, USER, "processing", progress=step, seq=step)
-            try:
-                publish_sync(client, event, settings)  # progress: best effort meanwhile
-            except (redis.RedisError, OSError):
-                time.sleep(0.05)
-            if job == JOBS // 3 and step == STEPS // 2:
-                halfway.set()
-        publish_until_confirmed(client, job_completed(job_id, USER, {"n": job}))
-
-
 async def test_a_master_killed_mid_stream_loses_no_confirmed_terminal_event(
     redis_cluster: RedisCluster, redis_client: Any, tokens: Any, native_client: Any
 ) -> None:
@@ -81,7 +51,12 @@ async def test_a_master_killed_mid_stream_loses_no_confirmed_terminal_event(
     replica_in_sync(victim, f"{part.base}:sync")
     producer_client = redis_cluster.client()
     halfway = threading.Event()
-    producer = threading.Thread(target=produce, args=(producer_client, halfway), daemon=True)
+    producer = threading.Thread(
+        target=produce_jobs,
+        args=(producer_client, get_settings(), USER, halfway),
+        kwargs={"jobs": JOBS},
+        daemon=True,
+    )
     producer.start()
     try:
         assert halfway.wait(30), "the producer did not get going"
@@ -90,10 +65,10 @@ async def test_a_master_killed_mid_stream_loses_no_confirmed_terminal_event(
         assert not producer.is_alive(), "the producer did not finish within 90 s"
         # Readers resume on the promoted replica: every job's end arrives, exactly once.
         for job in range(JOBS):
-            await client.wait_for_type("job_completed", jobId=f"cjob-{job}", within=30)
+            await client.wait_for_type("job_completed", jobId=f"fjob-{job}", within=30)
         await client.settle()
         ends = [m["jobId"] for m in client.messages if m.get("type") in TERMINAL_TYPES]
-        assert sorted(ends) == sorted(f"cjob-{job}" for job in range(JOBS)), ends
+        assert sorted(ends) == sorted(f"fjob-{job}" for job in range(JOBS)), ends
         assert master_of(redis_client, part.events) != victim
     finally:
         producer_client.close()

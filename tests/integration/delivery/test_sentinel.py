@@ -1,0 +1,75 @@
+"""jobcast's Redis managed by Sentinel (``JOBCAST_REDIS_SENTINELS``): the master killed
+mid-stream, the replica promoted; the notifier's readers and the publisher follow it
+without a restart, and every terminal event arrives exactly once."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from notifier.contract.events import TERMINAL_TYPES
+from notifier.contract.settings import Settings
+from notifier.core.bus import sync_client
+from tests.support.env import child_env
+from tests.support.failover import produce_jobs
+from tests.support.helpers import connect_native
+from tests.support.processes import running_server
+from tests.support.redis_sentinel import MASTER_NAME, SentinelGroup
+
+# A Redis of its own (not the session's): not in the Redis Cluster phase.
+pytestmark = [pytest.mark.integration, pytest.mark.single_redis]
+
+USER = "sentinel-user"
+JOBS = 12
+
+
+async def test_a_sentinel_failover_mid_stream_loses_no_terminal_event(
+    tmp_path: Path, tokens: Any, redis_server: Any
+) -> None:
+    group = SentinelGroup(tmp_path / "sentinel")
+    group.start()
+    try:
+        master = group.master_port()
+        jobcast = {
+            "JOBCAST_REDIS_SENTINELS": group.addresses,
+            "JOBCAST_REDIS_SENTINEL_MASTER": MASTER_NAME,
+            "REDIS_URL": "redis://127.0.0.1/0",  # the database only: the sentinels decide
+        }
+        env = child_env(**jobcast, CELERY_BROKER_URL=redis_server.url)
+        settings = Settings(
+            _env_file=None,
+            redis_sentinels=group.addresses,
+            redis_sentinel_master=MASTER_NAME,
+            redis_url="redis://127.0.0.1/0",
+        )
+        with running_server(tmp_path / "server.log", env) as server:
+            client = await connect_native(server.native_url, tokens.make(USER))
+            await client.wait_for_type("connection_established")
+            publisher = sync_client(settings)
+            halfway = threading.Event()
+            producer = threading.Thread(
+                target=produce_jobs,
+                args=(publisher, settings, USER, halfway),
+                kwargs={"jobs": JOBS},
+                daemon=True,
+            )
+            producer.start()
+            try:
+                assert halfway.wait(30), "the producer did not get going"
+                assert group.kill_master() == master
+                producer.join(90)
+                assert not producer.is_alive(), "the producer did not finish within 90 s"
+                for job in range(JOBS):
+                    await client.wait_for_type("job_completed", jobId=f"fjob-{job}", within=30)
+                await client.settle()
+                ends = [m["jobId"] for m in client.messages if m.get("type") in TERMINAL_TYPES]
+                assert sorted(ends) == sorted(f"fjob-{job}" for job in range(JOBS)), ends
+                assert group.master_port() != master
+            finally:
+                publisher.close()
+                await client.close()
+    finally:
+        group.stop()
