@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from notifier.contract.events import job_completed, status_update
+from notifier.contract.events import TERMINAL_TYPES, job_completed, status_update
 from notifier.contract.settings import Settings
 from notifier.core.bus import NotConfirmed, publish_sync
 
@@ -49,3 +49,16 @@ def produce_jobs(
             if job == jobs // 3 and step == steps // 2:
                 halfway.set()
         publish_until_confirmed(client, job_completed(job_id, user, {"n": job}), settings)
+
+
+async def every_job_ends_once(
+    client: Any, producer: threading.Thread, jobs: int, *, within: float = 90.0
+) -> None:
+    """Once the producer is done: each of its jobs' end reached ``client``, exactly once."""
+    producer.join(within)
+    assert not producer.is_alive(), f"the producer did not finish within {within:g} s"
+    for job in range(jobs):
+        await client.wait_for_type("job_completed", jobId=f"fjob-{job}", within=30)
+    await client.settle()
+    ends = [m["jobId"] for m in client.messages if m.get("type") in TERMINAL_TYPES]
+    assert sorted(ends) == sorted(f"fjob-{job}" for job in range(jobs)), ends

@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 
-from notifier.contract.events import TERMINAL_TYPES
 from notifier.contract.settings import Settings
 from notifier.core.bus import sync_client
 from tests.support.env import child_env
-from tests.support.failover import produce_jobs
+from tests.support.failover import every_job_ends_once, produce_jobs
 from tests.support.helpers import connect_native
 from tests.support.processes import running_server
 from tests.support.redis_sentinel import MASTER_NAME, SentinelGroup
@@ -60,13 +59,7 @@ async def test_a_sentinel_failover_mid_stream_loses_no_terminal_event(
             try:
                 assert halfway.wait(30), "the producer did not get going"
                 assert group.kill_master() == master
-                producer.join(90)
-                assert not producer.is_alive(), "the producer did not finish within 90 s"
-                for job in range(JOBS):
-                    await client.wait_for_type("job_completed", jobId=f"fjob-{job}", within=30)
-                await client.settle()
-                ends = [m["jobId"] for m in client.messages if m.get("type") in TERMINAL_TYPES]
-                assert sorted(ends) == sorted(f"fjob-{job}" for job in range(JOBS)), ends
+                await every_job_ends_once(client, producer, JOBS)
                 assert group.master_port() != master
             finally:
                 publisher.close()
