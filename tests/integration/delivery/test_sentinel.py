@@ -1,6 +1,7 @@
-"""jobcast's Redis managed by Sentinel (``JOBCAST_REDIS_SENTINELS``): the master killed
-mid-stream, the replica promoted; the notifier's readers and the publisher follow it
-without a restart, and every terminal event arrives exactly once."""
+"""jobcast's Redis managed by Sentinel (``JOBCAST_REDIS_SENTINELS``), Celery's broker and
+results on the same sentinels (the bundled app's default): the master killed mid-stream,
+the replica promoted; the notifier's readers and the publisher follow it without a
+restart, every terminal event arrives exactly once, and the worker keeps taking jobs."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from notifier.contract.settings import Settings
 from notifier.core.bus import sync_client
 from tests.support.env import child_env
 from tests.support.failover import every_job_ends_once, produce_jobs
-from tests.support.helpers import connect_native
-from tests.support.processes import running_server
+from tests.support.helpers import connect_native, start_job, wait_job_status
+from tests.support.processes import running_server, running_worker
 from tests.support.redis_sentinel import MASTER_NAME, SentinelGroup
 
 # A Redis of its own (not the session's): not in the Redis Cluster phase.
@@ -23,10 +25,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.single_redis]
 
 USER = "sentinel-user"
 JOBS = 12
+CELERY_USER = "sentinel-celery-user"
+
+
+async def job_completes(http: httpx.AsyncClient, token: str, topic: str) -> None:
+    """A job through the Celery broker on Sentinel, to its end."""
+    job_id = await start_job(http, token, topic=topic, sections=2, secondsPerSection=0.1)
+    job = await wait_job_status(http, token, job_id, ("completed",), within=60)
+    assert job["result"]["success"] is True, job
 
 
 async def test_a_sentinel_failover_mid_stream_loses_no_terminal_event(
-    tmp_path: Path, tokens: Any, redis_server: Any
+    tmp_path: Path, tokens: Any
 ) -> None:
     group = SentinelGroup(tmp_path / "sentinel")
     group.start()
@@ -37,16 +47,23 @@ async def test_a_sentinel_failover_mid_stream_loses_no_terminal_event(
             "JOBCAST_REDIS_SENTINEL_MASTER": MASTER_NAME,
             "REDIS_URL": "redis://127.0.0.1/0",  # the database only: the sentinels decide
         }
-        env = child_env(**jobcast, CELERY_BROKER_URL=redis_server.url)
+        env = child_env(**jobcast)
+        env.pop("CELERY_BROKER_URL", None)  # Celery's broker and results: the sentinels too
+        env.pop("CELERY_RESULT_BACKEND", None)
         settings = Settings(
             _env_file=None,
             redis_sentinels=group.addresses,
             redis_sentinel_master=MASTER_NAME,
             redis_url="redis://127.0.0.1/0",
         )
-        with running_server(tmp_path / "server.log", env) as server:
+        with (
+            running_worker(tmp_path / "worker.log", env),
+            running_server(tmp_path / "server.log", env) as server,
+        ):
             client = await connect_native(server.native_url, tokens.make(USER))
             await client.wait_for_type("connection_established")
+            async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
+                await job_completes(http, tokens.make(CELERY_USER), "before the failover")
             publisher = sync_client(settings)
             halfway = threading.Event()
             producer = threading.Thread(
@@ -61,6 +78,8 @@ async def test_a_sentinel_failover_mid_stream_loses_no_terminal_event(
                 assert group.kill_master() == master
                 await every_job_ends_once(client, producer, JOBS)
                 assert group.master_port() != master
+                async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
+                    await job_completes(http, tokens.make(CELERY_USER), "after the failover")
             finally:
                 publisher.close()
                 await client.close()
