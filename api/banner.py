@@ -39,9 +39,8 @@ def announce(
     if s.redis_cluster:
         nodes = ",".join(map(str, s.cluster_ports))
         print(f"  nodes:  127.0.0.1:{{{nodes}}} (Redis Cluster: 3 masters, 3 replicas)", flush=True)
-        print(f"  broker: {scrub(s.broker_url())}", flush=True)
-        if s.result_backend() != s.broker_url():
-            print(f"  result: {scrub(s.result_backend())}", flush=True)
+    print(f"  broker: {scrub(s.broker_url())}  (Celery)", flush=True)
+    print(f"  result: {scrub(s.result_backend())}  (Celery's result backend)", flush=True)
     print(f"  logs:   {run_dir}/{{worker,api,flower}}.log", flush=True)
     try:
         token = dev_token(s, 1, username="demo-user", ttl_seconds=TOKEN_TTL_SECONDS, secret=secret)

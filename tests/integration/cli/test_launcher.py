@@ -31,6 +31,9 @@ def test_launcher_starts_the_stack_and_stops_it_on_sigterm(launcher: LauncherRun
     token = launcher.wait_for("token: ", START_BOUND).split()[1]
     pids = launcher.pids
     assert set(pids) == {"redis", "worker", "api", "flower"}
+    # The banner says which broker and result backend Celery uses (by default REDIS_URL).
+    banner = {line.split()[0]: line.split()[1] for line in launcher.output if line[:2] == "  "}
+    assert banner["broker:"] == banner["result:"] == banner["redis:"], banner
     assert json.loads((launcher.run_dir / "pids").read_text()) == pids
     # Flower's password goes through its environment, not the command line.
     assert b"basic" not in Path(f"/proc/{pids['flower']}/cmdline").read_bytes().lower()
