@@ -5,11 +5,12 @@ refuses while a notifier instance holds a live lease). For every key of every ol
 partition it finds the owner (the user in the key, or the job's owner index) and moves the
 key to the owner's new partition with ``DUMP``/``RESTORE`` (expiry kept, one key per
 command: it works on a Redis Cluster too). Job state and history, job lists, canvas
-aggregates, leases of running jobs, inboxes, cursors and channel-message records move.
-The partition event and broadcast streams do not: a new partition's feed mixes users of
-several old ones, so the streams start afresh and the recorded ``migratedAt`` makes every
-``lastEventId`` from before the migration give ``recovered: false`` (clients reload the
-snapshots; offline delivery still reads the moved inboxes).
+aggregates, leases of running jobs, inboxes, cursors and channel-message records move. The
+partition event and broadcast streams and the job event totals do not (the metrics start
+again): a new partition's feed mixes users of several old ones, so the streams start
+afresh and the recorded ``migratedAt`` makes every ``lastEventId`` from before the
+migration give ``recovered: false`` (clients reload the snapshots; offline delivery still
+reads the moved inboxes).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from notifier.core.bus import SyncRedis, text
 log = logging.getLogger(__name__)
 
 #: Keys of a partition itself (not of a user or a job): their fate in a migration.
-_DROPPED = ("events", "broadcasts", "instances")
+_DROPPED = ("events", "broadcasts", "instances", "job-totals")
 
 
 class MigrationRefused(RuntimeError):
