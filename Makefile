@@ -61,7 +61,7 @@ help:
 # already be there, from the lock, or the install fails). Reinstalls when pyproject.toml or
 # the lock changes (the stamp is older than either). Either failure (the install, `pip
 # check`) means the lock no longer satisfies pyproject.toml: run `make lock`.
-VENV_EXTRAS := server,flower,test,dev
+VENV_EXTRAS := server,flower,postgres,test,dev
 
 venv: $(STAMP)
 
