@@ -84,8 +84,8 @@ lock:
 	@test -n "$(PYTHON)" || { echo "error: python3.11 (or python3) not found on PATH" >&2; exit 1; }
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	@test -x $(BIN)/pip-compile || $(BIN)/python -m pip install --quiet "pip-tools>=7.6.1,<8"
-	$(BIN)/pip-compile $(PIP_COMPILE_FLAGS) --extra server --extra flower --extra test \
-		--extra dev $(ARGS) --output-file $(LOCK) pyproject.toml
+	$(BIN)/pip-compile $(PIP_COMPILE_FLAGS) --extra server --extra flower --extra postgres \
+		--extra test --extra dev $(ARGS) --output-file $(LOCK) pyproject.toml
 	$(BIN)/pip-compile $(PIP_COMPILE_FLAGS) --extra server --extra flower --constraint $(LOCK) \
 		--output-file $(RUNTIME_LOCK) pyproject.toml
 	@$(MAKE) --no-print-directory $(LOWEST)

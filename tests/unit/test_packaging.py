@@ -141,7 +141,7 @@ def check_pinned(lock: dict[str, Version], needed: dict[str, list[Requirement]],
 def test_lock_pins_the_base_and_every_extra() -> None:
     lock = pins("requirements/lock.txt")
     everything = PROJECT["dependencies"] + [r for reqs in EXTRAS.values() for r in reqs]
-    assert set(EXTRAS) == {"server", "flower", "test", "dev"}, sorted(EXTRAS)
+    assert set(EXTRAS) == {"server", "flower", "postgres", "test", "dev"}, sorted(EXTRAS)
     check_pinned(lock, closure(everything), "requirements/lock.txt")
 
 
