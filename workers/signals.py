@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from billiard.exceptions import SoftTimeLimitExceeded
 from billiard.exceptions import WorkerLostError as BilliardWorkerLostError
+from celery.backends.base import DisabledBackend
 from celery.exceptions import Reject, TimeLimitExceeded, WorkerLostError
 
 from notifier.contract.events import (
@@ -138,7 +139,10 @@ def on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
         return
     attempt, seq = (run.attempt, run.next_seq()) if run else (0, 0)
     try:
-        payload = result_payload(result, publisher.settings().result_max_bytes, task_id=request.id)
+        # The marker names the task only where its full result can be fetched.
+        kept = not isinstance(getattr(sender, "backend", None), DisabledBackend)
+        limit = publisher.settings().result_max_bytes
+        payload = result_payload(result, limit, task_id=request.id if kept else None)
     except (TypeError, ValueError) as exc:
         publisher.emit(
             job_error(
