@@ -6,7 +6,8 @@
 - :func:`running_worker`: a Celery worker (the bundled ``workers.app`` unless told
   otherwise), ready until the block ends.
 - :func:`running_server`: ``python -m api`` on a free port, ready (``/readyz`` is 200)
-  until the block ends; :class:`Server` is its handle (URLs, log).
+  until the block ends; :class:`Server` is its handle (URLs, log). :func:`running_http_child`
+  does the same for any Python child with an HTTP readiness URL (Flower, ...).
 - :func:`rss_bytes`: a process's resident memory, for the tests that bound it.
 
 Every child gets :func:`tests.support.env.child_env` unless a test passes its own.
@@ -210,39 +211,50 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(log_path: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
-    """``python -m api`` on a free port, ready (``/readyz`` is 200) until the block ends."""
+def running_http_child(
+    args: list[str], log_path: Path, ready_url: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``python <args>`` (from the repository, in a session of its own), ready once
+    ``ready_url`` answers 200, until the block ends."""
     import httpx
 
-    port = free_port()
-    args = [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port)]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            args,
+            [sys.executable, *args],
             cwd=REPO,
             env=env or child_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    handle = Server(port, log_path, proc)
 
     def ready() -> bool:
         if proc.poll() is not None:
             return True
         try:
-            return httpx.get(f"{handle.url}/readyz", timeout=2).status_code == 200
+            return httpx.get(ready_url, timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
     try:
         if not wait_until(ready, START_TIMEOUT, interval=0.2) or proc.poll() is not None:
             pytest.fail(
-                f"server did not become ready (exit code {proc.poll()}):\n{log_tail(log_path)}"
+                f"python {' '.join(args)} did not become ready (exit code {proc.poll()}):\n"
+                f"{log_tail(log_path)}"
             )
-        yield handle
+        yield proc
     finally:
         stop_process(proc, group=True)
+
+
+@contextlib.contextmanager
+def running_server(log_path: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """``python -m api`` on a free port, ready (``/readyz`` is 200) until the block ends."""
+    port = free_port()
+    args = ["-m", "api", "--host", "127.0.0.1", "--port", str(port)]
+    url = f"http://127.0.0.1:{port}/readyz"
+    with running_http_child(args, log_path, url, env) as proc:
+        yield Server(port, log_path, proc)
 
 
 def python_output(code: str) -> str:
