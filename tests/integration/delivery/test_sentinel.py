@@ -78,6 +78,17 @@ async def test_a_sentinel_failover_mid_stream_loses_no_terminal_event(
                 assert group.kill_master() == master
                 await every_job_ends_once(client, producer, JOBS)
                 assert group.master_port() != master
+                # The last end the client saw was confirmed by the replica: a reconnect
+                # after it recovers exactly (nothing after it, nothing twice).
+                last = client.of_type("job_completed")[-1]["eventId"]
+                again = await connect_native(
+                    server.native_url, tokens.make(USER), query={"lastEventId": last}
+                )
+                welcome = await again.wait_for_type("connection_established")
+                assert welcome["recovered"] is True, again.describe()
+                await again.settle()
+                assert [m for m in again.messages if "eventId" in m] == [], again.describe()
+                await again.close()
                 async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
                     await job_completes(http, tokens.make(CELERY_USER), "after the failover")
             finally:
