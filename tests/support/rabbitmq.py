@@ -147,10 +147,12 @@ def running_rabbitmq(workdir: Path) -> Iterator[RabbitMQNode]:
         node.stop()
 
 
-def reset_connections(app: Any) -> None:
+def reset_connections(app: Any, *, close: bool) -> None:
     """Forget ``app``'s broker connections (its pool, its producers, its control's
-    mailbox): the next publish connects to the broker its settings name now."""
-    if app._pool is not None:
+    mailbox): the next publish connects to the broker its settings name now. ``close``
+    also closes the pool: only one of this block's own (kombu's pools are shared by every
+    app of the process using the same broker URL; closing the Redis one would break them)."""
+    if close and app._pool is not None:
         app._pool.force_close_all()
     app._pool = None
     app.amqp._producer_pool = None
@@ -165,7 +167,7 @@ def celery_app_on(apps: list[Any], broker_url: str, result_backend: str) -> Iter
     saved = {name: os.environ.get(name) for name in names}
     os.environ.update(CELERY_BROKER_URL=broker_url, CELERY_RESULT_BACKEND=result_backend)
     for app in apps:
-        reset_connections(app)
+        reset_connections(app, close=False)
     try:
         yield
     finally:
@@ -175,4 +177,4 @@ def celery_app_on(apps: list[Any], broker_url: str, result_backend: str) -> Iter
             else:
                 os.environ[name] = value
         for app in apps:
-            reset_connections(app)
+            reset_connections(app, close=True)  # the RabbitMQ pool
