@@ -71,8 +71,8 @@ def redis_cluster(
         yield None
         return
     cluster = RedisCluster(tmp_path_factory.mktemp("cluster"), CLUSTER_PORTS)
-    cluster.start()
     try:
+        cluster.start()  # inside: a failed start still stops the nodes it started
         yield cluster
     finally:
         cluster.stop()

@@ -39,8 +39,8 @@ async def test_a_sentinel_failover_mid_stream_loses_no_terminal_event(
     tmp_path: Path, tokens: Any
 ) -> None:
     group = SentinelGroup(tmp_path / "sentinel")
-    group.start()
     try:
+        group.start()  # inside: a failed start still stops what it started
         master = group.master_port()
         jobcast = {
             "JOBCAST_REDIS_SENTINELS": group.addresses,
