@@ -224,10 +224,10 @@ def fan_out_sync(
     that retries) collects each partition's id, so a retry after a failure skips the
     partitions already written. Returns ``done``."""
     script = _publish_script(client)
+    args = _script_args(event, settings)  # the same in every partition: encoded once
     for part in keyspace(settings.partitions).partitions:
         if part.index not in done:
-            raw = script(keys=_script_keys(part, event), args=_script_args(event, settings))
-            done[part.index] = _result(raw)
+            done[part.index] = _result(script(keys=_script_keys(part, event), args=args))
     return done
 
 
@@ -257,10 +257,8 @@ async def publish(client: AsyncRedis, event: Event, settings: Settings) -> str |
     space = keyspace(settings.partitions)
     script = _publish_script(client)
     if event.route in FANOUT_ROUTES:
-        ids = [
-            await script(keys=_script_keys(part, event), args=_script_args(event, settings))
-            for part in space.partitions
-        ]
+        args = _script_args(event, settings)  # the same in every partition: encoded once
+        ids = [await script(keys=_script_keys(part, event), args=args) for part in space.partitions]
         return _result(ids[space.index_of(event.user_id)])
     part = space.of_user(event.user_id)
     if _records_owner(event):

@@ -125,24 +125,27 @@ class JobTotals(Collector):
             self.states[name] += grown
 
     def collect(self) -> Iterator[Metric]:
-        events = CounterMetricFamily(
+        yield _counters(
             "jobcast_job_events",
             "Job events published (cluster-wide, from Redis), by the job state they carry "
             "(processing: each progress report)",
-            labels=["status"],
+            "status",
+            self.states,
         )
-        for state, count in self.states.items():
-            events.add_metric([state], count)
-        errors = CounterMetricFamily(
+        yield _counters(
             "jobcast_job_errors",
             "job_error events published (cluster-wide, from Redis), by data.code "
             "(worker_lost: a lost worker)",
-            labels=["code"],
+            "code",
+            self.codes,
         )
-        for code, count in self.codes.items():
-            errors.add_metric([code], count)
-        yield events
-        yield errors
+
+
+def _counters(name: str, documentation: str, label: str, counts: dict[str, int]) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in counts.items():
+        family.add_metric([value], count)
+    return family
 
 
 JOB_TOTALS = JobTotals()
