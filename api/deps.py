@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError
 from notifier.core.bus import AsyncRedis
-from notifier.edge.auth import AuthError, Principal, TokenVerifier, token_from
+from notifier.edge.auth import AuthError, Gate, Peer, Principal, token_from
 from notifier.edge.limits import UserRateLimits
 from notifier.observability import metrics
 
@@ -31,12 +31,17 @@ async def current_user(
     request: Request,
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    verifier: TokenVerifier = request.app.state.verifier
+    gate: Gate = request.app.state.gate
     token = token_from(None, request.headers, request.url.query)
     try:
-        user = verifier.verify(token)
+        user = gate.verify(token, Peer.of(request.scope.get("client")))
     except AuthError as exc:
         metrics.AUTH_FAILURES.labels(exc.code, "rest").inc()
+        if exc.code == "rate_limited":  # this address failed too often: 429, not 401
+            metrics.CLIENT_ERRORS.labels("rate_limited").inc()
+            raise ApiError(
+                429, exc.code, exc.message, {"Retry-After": str(exc.retry_after or 1)}
+            ) from exc
         raise ApiError(401, exc.code, exc.message, {"WWW-Authenticate": "Bearer"}) from exc
     limits: UserRateLimits = request.app.state.rate_limits
     wait = limits.check(user.user_id)

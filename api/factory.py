@@ -14,7 +14,7 @@ from api.routes import connections, demo, jobs
 from notifier.contract.settings import Settings, get_settings
 from notifier.core.bus import async_client, verify_partitions
 from notifier.core.service import Notifier
-from notifier.edge.auth import TokenVerifier
+from notifier.edge.auth import Gate, TokenVerifier
 from notifier.edge.limits import UserRateLimits
 from notifier.observability.metrics import metrics_route
 
@@ -26,7 +26,7 @@ Every `/api/` call needs a JWT: `Authorization: Bearer <token>`."""
 
 def create_rest_app(settings: Settings | None = None, notifier: Notifier | None = None) -> FastAPI:
     settings = settings or get_settings()
-    verifier = notifier.verifier if notifier else TokenVerifier(settings)
+    gate = notifier.gate if notifier else Gate(TokenVerifier(settings), settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,7 +42,8 @@ def create_rest_app(settings: Settings | None = None, notifier: Notifier | None 
 
     app = FastAPI(title="jobcast", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
-    app.state.verifier = verifier
+    app.state.verifier = gate.verifier
+    app.state.gate = gate
     app.state.rate_limits = UserRateLimits(
         settings.rest_rate_limit_per_second, settings.rest_rate_limit_burst
     )

@@ -4,7 +4,9 @@
         async for message in client.watch(job_id):
             print(message["type"], message.get("data"))
 
-It does what the contract asks of client helpers: it reconnects with ``lastEventId`` (so
+It does what the contract asks of client helpers: it sends the routing hint ``uid`` (the
+token's ``sub``) on every request, so a load balancer hashing it keeps the user on one
+notifier; it reconnects with ``lastEventId`` (so
 the server replays what was missed), drops duplicates by ``eventId``, subscribes again to
 its jobs after a reconnect (whose snapshot sums up missed progress), and acknowledges
 terminal events so they are not delivered again.
@@ -19,7 +21,7 @@ from typing import Any
 
 import socketio
 
-from notifier.contract.endpoints import SOCKETIO_PATH
+from notifier.contract.endpoints import SOCKETIO_PATH, routing_hint, with_routing_hint
 from notifier.contract.events import is_terminal, parse_event_id
 from notifier.transport.client_session import close_client
 
@@ -35,9 +37,13 @@ class JobcastClient:
         transports: Sequence[str] = ("polling", "websocket"),
         last_event_id: str | None = None,
         ack: bool = True,
+        uid: str | None = None,
     ) -> None:
         self.url = url
         self.token = token
+        #: The routing hint sent as ``uid`` on every request (SPEC section 10): the token's
+        #: ``sub`` unless given, so a load balancer keeps the user on one notifier.
+        self.uid = uid if uid is not None else routing_hint(token)
         self.last_event_id = last_event_id
         self.recovered: bool | None = None
         self._transports = list(transports)
@@ -64,7 +70,10 @@ class JobcastClient:
 
     async def connect(self) -> None:
         await self._sio.connect(
-            self.url, socketio_path=SOCKETIO_PATH, auth=self._auth, transports=self._transports
+            with_routing_hint(self.url, self.uid),
+            socketio_path=SOCKETIO_PATH,
+            auth=self._auth,
+            transports=self._transports,
         )
 
     async def close(self) -> None:

@@ -344,6 +344,8 @@ export declare const TERMINAL_STATES: ReadonlySet<string>;
 export declare function parseEventId(id: unknown): [bigint, bigint] | null;
 /** -1, 0 or 1, comparing two eventIds as the server does; throws TypeError on a non-eventId. */
 export declare function compareEventIds(a: EventId, b: EventId): -1 | 0 | 1;
+/** The `sub` claim of a JWT, read without verifying it (the routing hint `uid`), or null. */
+export declare function routingHint(token: string): string | null;
 /** True for a job's last message: completed, failed, or a status update saying cancelled. */
 export declare function isTerminal(msg: unknown): boolean;
 
@@ -363,6 +365,8 @@ export interface IoOptions {
   transports: Transport[];
   upgrade: boolean;
   autoConnect: false;
+  /** `{uid}`, the routing hint, in every polling request and the WebSocket URL. */
+  query: { uid?: string };
   reconnectionDelay: number;
   reconnectionDelayMax: number;
   auth: (cb: (auth: AuthPayload) => void) => void;
@@ -389,6 +393,9 @@ export interface JobcastClientOptions<S extends JobcastSocket = JobcastSocket> {
   lastEventId?: EventId | null;
   /** Acknowledge terminal events and notifications. Default true. */
   ack?: boolean;
+  /** The routing hint sent as the query parameter `uid` (a load balancer hashes it).
+   * Default: the token's `sub`. */
+  uid?: string;
   /** The longest wait between reconnection attempts, ms. Default 5000. */
   reconnectionDelayMax?: number;
   /** How many eventIds are remembered to drop duplicates. Default 5000. */
@@ -492,6 +499,8 @@ export declare class JobcastClient<S extends JobcastSocket = JobcastSocket> {
 
   /** The token sent on the next (re)connection. */
   token: string;
+  /** The routing hint `uid` sent on every request (null: none). */
+  readonly uid: string | null;
   /** The newest eventId delivered (snapshots aside): sent as `auth.lastEventId`. */
   lastEventId: EventId | null;
   /** `connection_established.recovered` of the latest connection (null before one). */

@@ -10,6 +10,9 @@
 //   await client.subscribe(jobId);
 //
 // What it does for you (the contract's client-helper duties):
+// - adds the routing hint `uid` (the token's `sub`) to every request's query, so a load
+//   balancer hashing it keeps all of a user's requests on one notifier (a hint only: the
+//   server trusts the token alone);
 // - sends the token and the newest eventId seen as Socket.IO `auth` {token, lastEventId},
 //   through a function, so every reconnect sends the current values (the server then
 //   replays what was missed);
@@ -49,6 +52,21 @@ export function compareEventIds(a, b) {
   return 0;
 }
 
+/** The `sub` claim of a JWT, read without verifying it (the routing hint), or null. */
+export function routingHint(token) {
+  try {
+    const part = String(token).split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const bytes = Uint8Array.from(atob(part.padEnd(Math.ceil(part.length / 4) * 4, "=")), (c) =>
+      c.charCodeAt(0),
+    );
+    const sub = JSON.parse(new TextDecoder().decode(bytes))?.sub;
+    if (Number.isInteger(sub)) return String(sub); // the user id as the server compares it
+    return typeof sub === "string" && sub ? sub : null;
+  } catch {
+    return null;
+  }
+}
+
 /** True for a job's last message: completed, failed, or a status update saying cancelled. */
 export function isTerminal(msg) {
   return TERMINAL_TYPES.has(msg?.type) || TERMINAL_STATES.has(msg?.data?.status);
@@ -63,6 +81,7 @@ export class JobcastClient {
    * @param {"auto"|"websocket"|"polling"} [options.transport]  "auto": polling, upgraded
    * @param {string} [options.lastEventId]  resume after this event (e.g. kept from a previous page)
    * @param {boolean} [options.ack]  acknowledge terminal events and notifications (default true)
+   * @param {string} [options.uid]  the routing hint sent as `uid` (default: the token's `sub`)
    */
   constructor({
     io,
@@ -71,12 +90,14 @@ export class JobcastClient {
     transport = "auto",
     lastEventId = null,
     ack = true,
+    uid = undefined,
     reconnectionDelayMax = 5000,
     seenLimit = 5000,
   }) {
     if (typeof io !== "function") throw new TypeError("pass socket.io-client's `io` function");
     if (!TRANSPORTS[transport]) throw new TypeError(`unknown transport ${transport}`);
     this.token = token;
+    this.uid = uid ?? routingHint(token);
     this.lastEventId = lastEventId;
     this.recovered = null;
     this.state = "idle";
@@ -95,6 +116,8 @@ export class JobcastClient {
       transports: TRANSPORTS[transport],
       upgrade: transport !== "polling",
       autoConnect: false,
+      // engine.io-client copies `query` into every polling request and the WebSocket URL.
+      query: this.uid ? { uid: this.uid } : {},
       reconnectionDelay: 500,
       reconnectionDelayMax,
       // A function: Socket.IO calls it again on every (re)connection attempt.

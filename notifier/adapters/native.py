@@ -17,7 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from notifier.core.hub import Connection
 from notifier.core.outbox import CLOSE_AUTH, CLOSE_POLICY, CLOSE_TOO_MANY, SLOW_CONSUMER, Outbox
 from notifier.core.port import NotifierPort
-from notifier.edge.auth import AuthError, token_from
+from notifier.edge.auth import AUTH_CODES, AuthError, Peer, token_from
 from notifier.edge.commands import ClientError, decode_text
 
 log = logging.getLogger(__name__)
@@ -27,19 +27,19 @@ async def endpoint(ws: WebSocket, notifier: NotifierPort) -> None:
     settings = notifier.settings
     origin = ws.headers.get("origin")
     scheme = "https" if ws.url.scheme == "wss" else "http"
+    query = ws.scope.get("query_string", b"").decode("latin-1")
+    peer = Peer.of(ws.scope.get("client"), query)
     if not notifier.origins.allows(origin, scheme=scheme, host=ws.headers.get("host")):
-        notifier.auth_refused("forbidden_origin", "native")
+        notifier.auth_refused("forbidden_origin", "native", peer)
         await ws.close(CLOSE_POLICY, "origin not allowed")  # before accept: HTTP 403
         return
     await ws.accept()
-    token = token_from(None, ws.headers, ws.scope.get("query_string", b"").decode("latin-1"))
+    token = token_from(None, ws.headers, query)
     conn_id = f"n-{uuid.uuid4().hex}"
     try:
-        principal = notifier.verifier.verify(token)
-        await notifier.admit(principal, conn_id)
+        principal = await notifier.authenticate(token, conn_id, peer, "native")
     except AuthError as exc:
-        notifier.auth_refused(exc.code, "native")
-        code = CLOSE_TOO_MANY if exc.code == "too_many_connections" else CLOSE_AUTH
+        code = CLOSE_AUTH if exc.code in AUTH_CODES else CLOSE_TOO_MANY
         await ws.close(code, f"{exc.code}: {exc.message}")
         return
 
@@ -52,7 +52,13 @@ async def endpoint(ws: WebSocket, notifier: NotifierPort) -> None:
 
     outbox = Outbox(write, close, settings.send_queue_bytes)
     conn = Connection(
-        conn_id, principal, "native", outbox.put, outbox.close, notifier.rate_limiter()
+        conn_id,
+        principal,
+        "native",
+        outbox.put,
+        outbox.close,
+        notifier.rate_limiter(),
+        peer.address,
     )
     outbox.start()
     try:

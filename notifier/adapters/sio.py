@@ -19,8 +19,8 @@ from notifier.contract.events import dumps
 from notifier.core.hub import Connection
 from notifier.core.outbox import SLOW_CONSUMER, Outbox
 from notifier.core.port import NotifierPort
-from notifier.edge.auth import AuthError, token_from
-from notifier.transport.socketio_server import SocketServer
+from notifier.edge.auth import AuthError, Peer, token_from
+from notifier.transport.socketio_server import SocketServer, client_of
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,12 @@ def create_server(notifier: NotifierPort) -> SocketServer:
 
     @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        token = token_from(auth, _environ_headers(environ), environ.get("QUERY_STRING", ""))
+        query = environ.get("QUERY_STRING", "")
+        token = token_from(auth, _environ_headers(environ), query)
+        peer = Peer.of(client_of(environ), query)
         try:
-            principal = notifier.verifier.verify(token)
-            await notifier.admit(principal, sid)
+            principal = await notifier.authenticate(token, sid, peer, "socketio")
         except AuthError as exc:
-            notifier.auth_refused(exc.code, "socketio")
             raise socketio.exceptions.ConnectionRefusedError(
                 exc.message, {"code": exc.code}
             ) from None
@@ -85,7 +85,13 @@ def create_server(notifier: NotifierPort) -> SocketServer:
             write_now=link.write_now,
         )
         conn = Connection(
-            sid, principal, link.transport, outbox.put, outbox.close, notifier.rate_limiter()
+            sid,
+            principal,
+            link.transport,
+            outbox.put,
+            outbox.close,
+            notifier.rate_limiter(),
+            peer.address,
         )
 
         def upgraded() -> None:  # conn.transport follows an upgrade from polling

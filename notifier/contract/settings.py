@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import Annotated
 
@@ -74,6 +75,11 @@ class Settings(BaseSettings):
         "http://localhost:3000",
         "http://localhost:5173",
     ]
+    #: Where X-Forwarded-For and X-Forwarded-Proto are believed: the load balancers'
+    #: addresses or networks (comma-separated; ``*``: any), uvicorn's forwarded_allow_ips.
+    #: From anywhere else they are ignored, so logs and per-address limits see the
+    #: connection's own address.
+    trusted_proxies: str = "127.0.0.1"
     heartbeat_seconds: float = 30.0
     #: jobcast's own WebSocket write path (notifier/transport); false serves through the
     #: libraries' stock path, as does a failed start-up compat check.
@@ -92,6 +98,11 @@ class Settings(BaseSettings):
     #: REST requests per second per user (in each API process), with bursts; then 429.
     rest_rate_limit_per_second: float = 20.0
     rest_rate_limit_burst: float = 40.0
+    #: Failed authentications per client address (each process): past the burst, that
+    #: address's connections and REST requests are refused ``rate_limited`` until the
+    #: bucket refills at this rate.
+    auth_failure_rate_per_second: float = 1.0
+    auth_failure_burst: float = 30.0
     session_warning_seconds: float = 60.0
     max_message_bytes: int = 4096
     max_job_subscriptions: int = 100
@@ -124,6 +135,10 @@ class Settings(BaseSettings):
     #: ``job_completed.result`` larger than this (JSON bytes) is replaced by a truncation
     #: marker; the full result stays in Celery's result backend.
     result_max_bytes: int = Field(default=32 * 1024, ge=64)
+    #: A job's live output (``workers.progress.stream``) is kept up to this many bytes
+    #: (UTF-8); past it, text is dropped (cut at a character boundary) and the job says
+    #: ``outputTruncated``.
+    output_max_bytes: int = Field(default=1024 * 1024, ge=0)
 
     @field_validator(
         "jwt_algorithms", "cors_origins", "cluster_ports", "redis_sentinels", mode="before"
@@ -137,6 +152,20 @@ class Settings(BaseSettings):
     def _no_none_alg(cls, value: list[str]) -> list[str]:
         if not value or any(alg.lower() == "none" for alg in value):
             raise ValueError("JOBCAST_JWT_ALGORITHMS must list real algorithms; 'none' is refused")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for entry in (item.strip() for item in value.split(",")):
+            if entry and entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"JOBCAST_TRUSTED_PROXIES: {entry!r} is not an address, a network "
+                        "(CIDR) or *"
+                    ) from None
         return value
 
     @model_validator(mode="after")

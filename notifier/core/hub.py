@@ -46,6 +46,7 @@ class Connection:
     """One client connection. ``send`` queues one wire message (its outbox) and never blocks."""
 
     __slots__ = (
+        "address",
         "channels",
         "closer",
         "cursors",
@@ -70,6 +71,7 @@ class Connection:
         send: Sender,
         close: Closer,
         limiter: RateLimiter | None = None,
+        address: str = "",
     ) -> None:
         self.id = conn_id
         self.principal = principal
@@ -77,6 +79,8 @@ class Connection:
         self.sender = send
         self.closer = close
         self.limiter = limiter
+        #: The client's address (the forwarded one behind a trusted load balancer).
+        self.address = address
         #: The user's partition (set by :meth:`Hub.add`).
         self.partition = 0
         #: Closed with messages undelivered (slow consumer): its user's ``seen`` cursor

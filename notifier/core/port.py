@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from notifier.contract.settings import Settings
 from notifier.core.hub import Connection
-from notifier.edge.auth import Principal, TokenVerifier
+from notifier.edge.auth import Peer, Principal, TokenVerifier
 from notifier.edge.commands import Commands
 from notifier.edge.limits import RateLimiter
 from notifier.edge.origins import OriginPolicy
@@ -37,12 +37,15 @@ class NotifierPort(Protocol):
 
     def rate_limiter(self) -> RateLimiter: ...
 
-    async def admit(self, principal: Principal, conn_id: str) -> None:
-        """Take a connection slot for the user or raise ``AuthError``."""
+    async def authenticate(
+        self, token: str | None, conn_id: str, peer: Peer, transport: str
+    ) -> Principal:
+        """Verify the token (per-address failure limits), take a connection slot for the
+        user, count the routing hint; or raise ``AuthError`` (already counted and logged)."""
 
     async def establish(self, conn: Connection, last_event_id: str | None) -> bool:
         """Register, greet and replay; returns ``recovered``."""
 
     async def release(self, conn: Connection) -> None: ...
 
-    def auth_refused(self, reason: str, transport: str) -> None: ...
+    def auth_refused(self, reason: str, transport: str, peer: Peer) -> None: ...

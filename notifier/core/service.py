@@ -37,7 +37,7 @@ from notifier.core.reader import PartitionReader
 from notifier.core.reaper import Reaper
 from notifier.core.recovery import Recovery, Replay
 from notifier.core.sessions import Sessions
-from notifier.edge.auth import AuthError, Principal, TokenVerifier
+from notifier.edge.auth import AuthError, Gate, Peer, Principal, TokenVerifier
 from notifier.edge.commands import Commands, welcome
 from notifier.edge.limits import RateLimiter
 from notifier.edge.origins import OriginPolicy
@@ -51,6 +51,7 @@ class Notifier:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self.verifier = TokenVerifier(self.settings)  # fails now, naming a missing key
+        self.gate = Gate(self.verifier, self.settings)
         self.origins = OriginPolicy(self.settings.cors_origins)
         self.space = keyspace(self.settings.partitions)
         self.hub = Hub(self.space)
@@ -104,6 +105,22 @@ class Notifier:
             settings.rate_limit_per_second, settings.rate_limit_burst, settings.flood_close_seconds
         )
 
+    async def authenticate(
+        self, token: str | None, conn_id: str, peer: Peer, transport: str
+    ) -> Principal:
+        """The token's user, holding a connection slot (cluster-wide), or ``AuthError``
+        (counted, logged with the client's address)."""
+        try:
+            principal = self.gate.verify(token, peer)
+            await self.admit(principal, conn_id)
+        except AuthError as exc:
+            self.auth_refused(exc.code, transport, peer)
+            raise
+        # A missing or wrong hint is served all the same, only perhaps by a notifier that
+        # must read one more partition: the metric tells the operator.
+        metrics.ROUTING_HINTS.labels(peer.hint_verdict(principal)).inc()
+        return principal
+
     async def admit(self, principal: Principal, conn_id: str) -> None:
         """Take a connection slot for the user, cluster-wide, or refuse the connection."""
         limit = self.settings.max_connections_per_user
@@ -143,6 +160,7 @@ class Notifier:
                 "conn": conn.id,
                 "user": conn.user_id,
                 "transport": conn.transport,
+                "client": conn.address,
                 "recovered": replay.recovered,
                 "replayed": len(replay.events),
             },
@@ -177,9 +195,12 @@ class Notifier:
         # Connection.transport is kept current by the adapters (an upgrade to WebSocket).
         return sum(c.transport == transport for c in self.hub.connections.values())
 
-    def auth_refused(self, reason: str, transport: str) -> None:
+    def auth_refused(self, reason: str, transport: str, peer: Peer) -> None:
         metrics.AUTH_FAILURES.labels(reason, transport).inc()
-        log.info("connection refused", extra={"reason": reason, "transport": transport})
+        log.info(
+            "connection refused",
+            extra={"reason": reason, "transport": transport, "client": peer.address},
+        )
 
     async def _on_events(self, batch: Sequence[StreamEvent]) -> None:
         metrics.EVENTS_CONSUMED.inc(len(batch))

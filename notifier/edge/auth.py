@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
 import jwt
 
+from notifier.contract.endpoints import ROUTING_HINT
 from notifier.contract.settings import Settings
+from notifier.edge.limits import AddressLimits
 
 ADMIN_ROLES = frozenset({"ADMIN", "ROLE_ADMIN"})
+#: The refusals of a credential itself (native close code 4401); the others
+#: (too_many_connections, rate_limited) say "not now" (4429).
+AUTH_CODES = frozenset({"auth_required", "invalid_token", "token_expired"})
 
 
 class AuthError(Exception):
-    """A refused credential; ``code``: auth_required, invalid_token or token_expired."""
+    """A refused credential; ``code``: auth_required, invalid_token, token_expired,
+    too_many_connections, or rate_limited (too many failures from the client's address)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after  # seconds, for rate_limited
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,3 +156,51 @@ def mint_token(
         payload["username"] = username
     payload.update(claims)
     return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Where a request comes from: the client's address (``scope["client"]``: uvicorn puts
+    the forwarded one there when the connection comes from ``JOBCAST_TRUSTED_PROXIES``,
+    else the connection's own) and its routing hint ``uid`` (a hint only)."""
+
+    address: str
+    hint: str | None = None
+
+    @classmethod
+    def of(cls, client: Sequence[Any] | None, query_string: str = "") -> Peer:
+        hints = parse_qs(query_string).get(ROUTING_HINT) if query_string else None
+        return cls(str(client[0]) if client else "", hints[0] if hints else None)
+
+    def hint_verdict(self, principal: Principal) -> str:
+        """``match``, ``missing`` or ``mismatch``: the hint against the token's user."""
+        if not self.hint:
+            return "missing"
+        return "match" if self.hint == principal.user_id else "mismatch"
+
+
+class Gate:
+    """Every transport's door: the token verified, failures counted per client address,
+    and an address past ``JOBCAST_AUTH_FAILURE_BURST`` failures refused ``rate_limited``
+    (whatever it sends) until its bucket refills."""
+
+    def __init__(self, verifier: TokenVerifier, settings: Settings) -> None:
+        self.verifier = verifier
+        self._failures = AddressLimits(
+            settings.auth_failure_rate_per_second, settings.auth_failure_burst
+        )
+
+    def verify(self, token: str | None, peer: Peer) -> Principal:
+        wait = self._failures.blocked(peer.address)
+        if wait:
+            seconds = max(1, math.ceil(wait))
+            raise AuthError(
+                "rate_limited",
+                f"Too many failed authentications from this address: retry in {seconds} s",
+                seconds,
+            )
+        try:
+            return self.verifier.verify(token)
+        except AuthError:
+            self._failures.failed(peer.address)
+            raise

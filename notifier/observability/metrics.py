@@ -43,6 +43,14 @@ EVENTS_DELIVERED = Counter("jobcast_events_delivered_total", "Messages sent to c
 AUTH_FAILURES = Counter(
     "jobcast_auth_failures_total", "Refused connections and requests", ["reason", "transport"]
 )
+ROUTING_HINTS = Counter(
+    "jobcast_routing_hints_total",
+    "Accepted connections by their routing hint uid against the token's user: match, "
+    "missing or mismatch (served all the same, perhaps by a notifier that is not the user's)",
+    ["hint"],
+)
+for _hint in ("match", "missing", "mismatch"):
+    ROUTING_HINTS.labels(_hint)
 CLIENT_ERRORS = Counter("jobcast_client_errors_total", "Error answers to client messages", ["code"])
 # Rate-limited clients are CLIENT_ERRORS{code="rate_limited"} (socket messages and REST
 # 429s): exposed at 0 from the start, so that rate() and increase() see the first one.

@@ -46,6 +46,9 @@ def main(default_app: str, argv: list[str] | None = None) -> None:
         ws_ping_interval=settings.heartbeat_seconds,
         ws_ping_timeout=settings.heartbeat_seconds,
         timeout_keep_alive=5,
+        # X-Forwarded-For/-Proto from the load balancers only (JOBCAST_TRUSTED_PROXIES):
+        # scope["client"] is then the real client, for logs and per-address limits.
         proxy_headers=True,
+        forwarded_allow_ips=settings.trusted_proxies,
         server_header=False,
     )

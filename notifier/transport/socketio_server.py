@@ -57,6 +57,13 @@ def _content_length(scope: dict[str, Any]) -> int:
     return 0
 
 
+def client_of(environ: dict[str, Any]) -> Any:
+    """The ASGI ``scope["client"]`` of a python-engineio request environ (its REMOTE_ADDR
+    is a constant); None when unknown."""
+    scope = environ.get("asgi.scope")
+    return scope.get("client") if isinstance(scope, dict) else None
+
+
 class Link(Protocol):
     """One Socket.IO connection's write side."""
 
