@@ -128,9 +128,11 @@ def _owner(client: SyncRedis, rest: str) -> tuple[str | None, str]:
         user, _, what = tail.rpartition(":")
         return (user or None), f"user {what}"
     if kind in ("job", "canvas"):
-        job = tail[: -len(":events")] if tail.endswith(":events") else tail
+        job, label = tail, kind
+        for suffix in (":events", ":output"):
+            if tail.endswith(suffix):
+                job, label = tail[: -len(suffix)], f"job {suffix[1:]}"
         owner = client.get(keys.job_owner(job))
-        label = "job events" if tail.endswith(":events") else kind
         return (text(owner) if owner is not None else None), label
     return None, kind
 

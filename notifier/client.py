@@ -10,6 +10,12 @@ notifier; it reconnects with ``lastEventId`` (so
 the server replays what was missed), drops duplicates by ``eventId``, subscribes again to
 its jobs after a reconnect (whose snapshot sums up missed progress), and acknowledges
 terminal events so they are not delivered again.
+
+It also assembles each job's live output (``job_output`` chunks, placed by offset after the
+snapshot's ``data.output``): :meth:`JobcastClient.output` is the text so far. A chunk that
+overlaps what it has adds only its new part; one past a gap (the text between was missed,
+e.g. on a connection that did not subscribe) is left out, and a subscribed job is
+subscribed again, whose snapshot brings the whole output.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any
 import socketio
 
 from notifier.contract.endpoints import SOCKETIO_PATH, routing_hint, with_routing_hint
-from notifier.contract.events import is_terminal, parse_event_id
+from notifier.contract.events import JOB_OUTPUT, is_terminal, parse_event_id
 from notifier.transport.client_session import close_client
 
 _SEEN_LIMIT = 10_000
@@ -49,6 +55,8 @@ class JobcastClient:
         self._transports = list(transports)
         self._ack = ack
         self._jobs: set[str] = set()
+        self._outputs: dict[str, str] = {}
+        self._refetching: set[str] = set()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._sio = socketio.AsyncClient(reconnection=True, reconnection_delay_max=5)
@@ -94,6 +102,9 @@ class JobcastClient:
             return
         if event == "connection_established":
             self.recovered = bool(data.get("recovered"))
+        job_id = data.get("jobId")
+        if isinstance(job_id, str):  # before de-duplication: a snapshot may repeat an id
+            await self._assemble(job_id, data)
         event_id = data.get("eventId")
         if isinstance(event_id, str):
             if event_id in self._seen:
@@ -109,6 +120,34 @@ class JobcastClient:
             if self._ack and is_terminal(data):
                 await self._sio.emit("ack", {"eventId": event_id})
         await self._queue.put(data)
+
+    def output(self, job_id: str) -> str:
+        """The job's live output received so far (from the start, without gaps)."""
+        return self._outputs.get(job_id, "")
+
+    async def _assemble(self, job_id: str, message: dict[str, Any]) -> None:
+        data = message.get("data")
+        if not isinstance(data, dict):
+            return
+        if message.get("snapshot"):
+            self._refetching.discard(job_id)
+            output = data.get("output")
+            if isinstance(output, str) and len(output) >= len(self.output(job_id)):
+                self._outputs[job_id] = output
+            return
+        if message.get("type") != JOB_OUTPUT:
+            return
+        offset, text = data.get("offset"), data.get("text")
+        if not isinstance(offset, int) or not isinstance(text, str):
+            return
+        known = self.output(job_id)
+        if offset > len(known):  # a gap: the snapshot of a new subscription fills it
+            if job_id in self._jobs and job_id not in self._refetching:
+                self._refetching.add(job_id)
+                await self._sio.emit("subscribe_job", {"jobId": job_id})
+            return
+        if offset + len(text) > len(known):
+            self._outputs[job_id] = known + text[len(known) - offset :]
 
     async def messages(self) -> AsyncIterator[dict[str, Any]]:
         """Every message from the server, once each, in arrival order."""

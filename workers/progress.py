@@ -1,11 +1,12 @@
-"""The producer API: ``report()`` inside any Celery task.
+"""The producer API: ``report()`` and ``stream()`` inside any Celery task.
 
-    from workers.progress import report
+    from workers.progress import report, stream
 
     @app.task(bind=True)
     def generate_content(self, topic):
         report(10, "Outlining")
         report(50, "Writing", section=3)   # extra keyword fields go into data
+        stream("The first words of section 3")   # appended to the job's live output
 
 Importing this module creates no Celery app and opens no connection.
 """
@@ -36,6 +37,26 @@ def report(progress: float, message: str | None = None, **fields: Any) -> None:
         _report(progress, message, fields)
     except Exception:
         log.exception("report() failed; the task continues")
+
+
+def stream(text: str) -> None:
+    """Append ``text`` to the running job's live output (``job_output`` messages, the
+    snapshot's ``data.output``). Calls faster than ``JOBCAST_PROGRESS_MIN_INTERVAL_MS`` are
+    joined into one chunk; nothing is dropped or reordered, and the chunks held when the
+    task ends go out before its outcome. Canvas members append to their canvas job's
+    output. Past ``JOBCAST_OUTPUT_MAX_BYTES`` the text is dropped. A no-op outside a tracked
+    task; never raises (anything but a ``str`` is converted with ``str()``)."""
+    try:
+        task = current_task
+        if task is None:
+            return
+        request = task.request
+        run = RUNS.get(request.id)
+        if run is None or request.called_directly:
+            return
+        run.stream(text if type(text) is str else str(text))
+    except Exception:
+        log.exception("stream() failed; the task continues")
 
 
 def _report(progress: float, message: str | None, fields: dict[str, Any]) -> None:

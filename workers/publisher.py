@@ -23,7 +23,7 @@ from notifier.contract import keys
 from notifier.contract.events import Event, now_ms
 from notifier.contract.keys import keyspace
 from notifier.contract.settings import Settings, get_settings
-from notifier.core.bus import SyncRedis, publish_sync, sync_client
+from notifier.core.bus import SyncRedis, append_output_sync, publish_sync, sync_client
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,21 @@ def call(action: Callable[[SyncRedis], T], *, terminal: bool = False) -> T | Non
     except Exception:
         log.exception("Redis action failed", extra=_describe(action))
         return None
+
+
+def output_sink(job_id: str, user_id: str) -> Callable[[str, bool], bool | None]:
+    """The writer of a run's live output (``workers.tracking.OutputSink``): one script call
+    per chunk. A chunk that Redis does not take is reported (None) so the run holds it;
+    the final one (``final``: the job's outcome follows) waits in the terminal backlog,
+    in order before that outcome."""
+
+    def write(text: str, final: bool) -> bool | None:
+        def append_output(client: SyncRedis) -> bool:
+            return not append_output_sync(client, job_id, user_id, text, settings()).closed
+
+        return call(append_output, terminal=final)
+
+    return write
 
 
 def job_of(task_id: str) -> tuple[str, str] | None:

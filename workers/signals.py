@@ -85,6 +85,8 @@ def on_task_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> No
             settings.progress_min_interval_ms / 1000,
             publisher.emit if member is None else aggregate.progress_emitter(job, user, member),
             member=member,
+            output=publisher.output_sink(job, user),
+            output_limit=settings.output_max_bytes,
         ),
     )
     if member is not None:

@@ -1,9 +1,12 @@
-"""Per-process bookkeeping of the tracked task runs: ordering, coalescing, ETA.
+"""Per-process bookkeeping of the tracked task runs: ordering, coalescing, ETA, output.
 
 A *run* is one execution of a tracked task in this process. It numbers the events it
 produces (``seq``) so the bus can drop stale ones, holds back progress that comes faster
 than ``JOBCAST_PROGRESS_MIN_INTERVAL_MS`` (the latest value is always sent in the end),
-and estimates the time left from a smoothed progress rate.
+and estimates the time left from a smoothed progress rate. Its live output
+(``workers.progress.stream``) is coalesced by the same interval, by concatenation: text
+streamed within an interval goes out as one chunk, in order, nothing dropped; the run's
+end sends what is held before the job's outcome.
 """
 
 from __future__ import annotations
@@ -115,6 +118,16 @@ class EtaEstimator:
         return round(max(0.0, (100 - progress) / self._rate), 1)
 
 
+#: Writes one chunk of a job's output: ``(text, final)`` → True (written, more may follow),
+#: False (written or not, nothing more will be kept: the job ended or its output is full),
+#: None (not written: Redis did not answer; with ``final`` it is retried in order before the
+#: job's outcome by the publisher).
+OutputSink = Callable[[str, bool], bool | None]
+
+#: After a chunk could not be written, how long before the held text is tried again.
+OUTPUT_RETRY_SECONDS = 1.0
+
+
 class Run:
     def __init__(
         self,
@@ -124,6 +137,8 @@ class Run:
         min_interval: float,
         emit: Callable[[Event], object],
         member: Member | None = None,
+        output: OutputSink | None = None,
+        output_limit: int = 1 << 62,
     ) -> None:
         self.job_id = job_id
         self.user_id = user_id
@@ -140,6 +155,19 @@ class Run:
         self._timer: threading.Timer | None = None
         #: Progress 100 has been sent: later reports at 100 are coalesced like any other.
         self.reached_end = False
+        # Live output: the texts held back (in order), code points streamed by this run,
+        # when a chunk last went out. ``_out_send`` makes chunks go out one at a time, in
+        # the order their texts were taken; ``_out_lock`` guards the rest (never held
+        # while writing).
+        self._output = output
+        self._out_limit = output_limit
+        self._out_parts: list[str] = []
+        self._out_chars = 0
+        self._out_last = float("-inf")
+        self._out_timer: threading.Timer | None = None
+        self._out_closed = output is None
+        self._out_lock = threading.Lock()
+        self._out_send = threading.Lock()
 
     def next_seq(self) -> int:
         with self._lock:
@@ -169,8 +197,62 @@ class Run:
         self._emit(event)
         return True
 
-    def flush(self) -> None:
-        """Send the held-back progress, if any (before any status change or outcome)."""
+    def stream(self, text: str) -> None:
+        """Append ``text`` to the job's output: sent now if the last chunk went out at least
+        an interval ago, else held and joined to what follows (a timer sends it)."""
+        if not text:
+            return
+        now = time.monotonic()
+        with self._out_lock:
+            # Past the limit in code points, the limit in bytes is passed too (and the job's
+            # output already says so, or will once what is held is written): drop early.
+            if self._out_closed or self._out_chars > self._out_limit:
+                return
+            self._out_parts.append(text)
+            self._out_chars += len(text)
+            wait = self._out_last + self._min_interval - now
+            if wait > 0:
+                if self._out_timer is None:
+                    self._arm_output(wait)
+                return
+        self.flush_output()
+
+    def _arm_output(self, delay: float) -> None:
+        """(With ``_out_lock`` held.) Send what is held in ``delay`` seconds."""
+        timer = threading.Timer(delay, self.flush_output)
+        timer.daemon = True
+        self._out_timer = timer
+        timer.start()
+
+    def flush_output(self, *, final: bool = False) -> None:
+        """Send the held text as one chunk. ``final``: the run ends, the job's outcome
+        follows; text that cannot be written now is kept in order before it."""
+        with self._out_send:
+            with self._out_lock:
+                parts, self._out_parts = self._out_parts, []
+                if self._out_timer is not None:
+                    self._out_timer.cancel()
+                    self._out_timer = None
+                if not parts or self._output is None:
+                    return
+                self._out_last = time.monotonic()
+            text = parts[0] if len(parts) == 1 else "".join(parts)
+            written = self._output(text, final)
+            if written is not None and written:
+                return
+            with self._out_lock:
+                if written is False:  # the job ended or its output is full
+                    self._out_closed = True
+                    self._out_parts.clear()
+                elif not final:  # Redis did not answer: held, in order, tried again later
+                    self._out_parts.insert(0, text)
+                    if self._out_timer is None:
+                        self._arm_output(OUTPUT_RETRY_SECONDS)
+
+    def flush(self, *, final: bool = False) -> None:
+        """Send the held-back output and progress, if any (before any status change or
+        outcome; ``final``: the run's end)."""
+        self.flush_output(final=final)
         with self._lock:
             event, self._pending = self._pending, None
             if self._timer is not None:
@@ -208,7 +290,7 @@ class Runs:
         with self._lock:
             run = self._runs.pop(task_id, None)
         if run is not None:
-            run.flush()
+            run.flush(final=True)
         return run
 
 

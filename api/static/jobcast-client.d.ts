@@ -93,15 +93,45 @@ export interface JobStatusData {
   retryInSeconds?: number;
 }
 
+/** The live output a snapshot (the answer to subscribe_job) carries in `data`: all of it
+ * up to the snapshot's eventId; the job_output chunks after it start at `outputLength`. */
+export interface OutputSnapshot {
+  /** The job's output so far (workers.progress.stream). */
+  output: string;
+  /** Its length in Unicode code points (not UTF-16 units: not `output.length`). */
+  outputLength: number;
+  /** Present once text was dropped past JOBCAST_OUTPUT_MAX_BYTES. */
+  outputTruncated?: true;
+}
+
 /** Progress and state changes of a job (a `cancelled` one is its last message). */
 export interface JobStatusUpdate {
   type: "job_status_update";
   jobId: string;
   eventId: EventId;
   timestamp: Timestamp;
-  data: JobStatusData;
+  /** As a snapshot, it also holds the OutputSnapshot fields. */
+  data: JobStatusData & Partial<OutputSnapshot>;
   /** The answer to subscribe_job: the job's current state (does not move lastEventId). */
   snapshot?: true;
+}
+
+/** `job_output.data`: a chunk of the job's live output. */
+export interface JobOutputData {
+  /** The code points of output before this chunk (where it goes). */
+  offset: number;
+  /** The chunk (several stream() calls may arrive joined in one). */
+  text: string;
+}
+
+/** A chunk of a job's live output, to its subscribers and its owner's connections;
+ * chunks are never dropped or reordered, and the job's outcome follows the last one. */
+export interface JobOutput {
+  type: "job_output";
+  jobId: string;
+  eventId: EventId;
+  timestamp: Timestamp;
+  data: JobOutputData;
 }
 
 /** What `result` holds instead of a result whose JSON is over JOBCAST_RESULT_MAX_BYTES. */
@@ -124,6 +154,8 @@ export interface JobCompleted {
   timestamp: Timestamp;
   /** The task's return value (JSON), or a TruncatedResult marker. */
   result: JsonValue;
+  /** Only as a snapshot: the job's live output. */
+  data?: OutputSnapshot;
   /** Sent as the answer to subscribe_job of a finished job. */
   snapshot?: true;
 }
@@ -141,7 +173,8 @@ export interface JobError {
   eventId: EventId;
   timestamp: Timestamp;
   error: string;
-  data: JobErrorData;
+  /** As a snapshot, it also holds the OutputSnapshot fields. */
+  data: JobErrorData & Partial<OutputSnapshot>;
   /** Sent as the answer to subscribe_job of a failed job. */
   snapshot?: true;
 }
@@ -250,6 +283,7 @@ export interface ServerMessageMap {
   job_status_update: JobStatusUpdate;
   job_completed: JobCompleted;
   job_error: JobError;
+  job_output: JobOutput;
   system_notification: SystemNotification;
   maintenance_notification: MaintenanceNotification;
   channel_message: ChannelMessage;
@@ -348,6 +382,8 @@ export declare function compareEventIds(a: EventId, b: EventId): -1 | 0 | 1;
 export declare function routingHint(token: string): string | null;
 /** True for a job's last message: completed, failed, or a status update saying cancelled. */
 export declare function isTerminal(msg: unknown): boolean;
+/** The number of Unicode code points of a string (what job_output offsets count). */
+export declare function codePointLength(text: string): number;
 
 export type Transport = "websocket" | "polling";
 /** `auto`: long-polling first, upgraded to WebSocket where it can be. */
@@ -518,6 +554,9 @@ export declare class JobcastClient<S extends JobcastSocket = JobcastSocket> {
   on<K extends ClientEventType>(type: K, handler: (value: ClientEventMap[K]) => void): () => void;
   connect(): this;
   close(): void;
+  /** The job's live output received so far: the snapshot's `data.output`, then the
+   * job_output chunks placed by offset (from its start, without gaps; "" before any). */
+  output(jobId: string): string;
   /** Subscribe to a job (remembered: sent again after every reconnect); resolves with the
    * server's answer. */
   subscribe(jobId: string): Promise<SubscribedJob | ErrorMessage | NoAnswer | PendingJob>;

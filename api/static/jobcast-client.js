@@ -22,7 +22,13 @@
 // - acknowledges terminal job events and notifications (`ack` {eventId}), so they are not
 //   delivered again on a later connection;
 // - reconnects after a network failure or a server restart, but not after a refusal (a bad
-//   or expired token: the `state` event says `refused` or `expired`, with the server's code).
+//   or expired token: the `state` event says `refused` or `expired`, with the server's code);
+// - assembles each job's live output: the snapshot's `data.output`, then each `job_output`
+//   chunk at its `data.offset` (counted in code points, as the server counts them: never
+//   String.length, which counts UTF-16 units); `client.output(jobId)` is the text so far.
+//   An overlapping chunk adds only its new part; after a gap (text missed, e.g. on a
+//   connection that did not subscribe) a subscribed job is subscribed again, and its
+//   snapshot brings the whole output.
 
 export const SOCKETIO_PATH = "/ws/job-status";
 
@@ -67,6 +73,13 @@ export function routingHint(token) {
   }
 }
 
+/** The number of Unicode code points of a string (what job_output offsets count). */
+export function codePointLength(text) {
+  let count = 0;
+  for (const _ of text) count += 1;
+  return count;
+}
+
 /** True for a job's last message: completed, failed, or a status update saying cancelled. */
 export function isTerminal(msg) {
   return TERMINAL_TYPES.has(msg?.type) || TERMINAL_STATES.has(msg?.data?.status);
@@ -107,6 +120,8 @@ export class JobcastClient {
     this._seen = new Set();
     this._seenLimit = seenLimit;
     this._jobs = new Set(); // unfinished jobs we subscribed to
+    this._outputs = new Map(); // jobId -> {text, length}: the live output, length in code points
+    this._refetching = new Set(); // jobs subscribed again to fill a gap in their output
     this._handlers = new Map();
     this._closing = false;
     this._expired = false;
@@ -151,6 +166,11 @@ export class JobcastClient {
   /** "websocket" or "polling" (null while not connected). */
   get transport() {
     return this.socket.io.engine?.transport?.name ?? null;
+  }
+
+  /** The job's live output received so far (from its start, without gaps). */
+  output(jobId) {
+    return this._outputs.get(jobId)?.text ?? "";
   }
 
   /** Subscribe to a job; resolves with the server's answer (`subscribed` or `error`). */
@@ -266,6 +286,8 @@ export class JobcastClient {
 
   _receive(type, msg) {
     if (msg === null || typeof msg !== "object") return;
+    // Before de-duplication: a snapshot may carry the id of a chunk already delivered.
+    if (typeof msg.jobId === "string") this._assemble(type, msg);
     const eventId = msg.eventId;
     if (typeof eventId === "string") {
       if (this._seen.has(eventId)) {
@@ -289,6 +311,39 @@ export class JobcastClient {
     }
     this._emit(type, msg);
     this._emit("*", msg);
+  }
+
+  _assemble(type, msg) {
+    const data = msg.data;
+    if (data === null || typeof data !== "object") return;
+    const known = this._outputs.get(msg.jobId) ?? { text: "", length: 0 };
+    if (msg.snapshot) {
+      this._refetching.delete(msg.jobId);
+      if (typeof data.output === "string" && data.outputLength >= known.length) {
+        this._outputs.set(msg.jobId, { text: data.output, length: data.outputLength });
+      }
+      return;
+    }
+    if (type !== "job_output" || typeof data.text !== "string") return;
+    const offset = data.offset;
+    if (!Number.isInteger(offset)) return;
+    if (offset > known.length) {
+      // A gap: the snapshot of a new subscription brings the whole output.
+      if (this._jobs.has(msg.jobId) && !this._refetching.has(msg.jobId)) {
+        this._refetching.add(msg.jobId);
+        this.socket.emit("subscribe_job", { jobId: msg.jobId });
+      }
+      return;
+    }
+    const added =
+      offset === known.length
+        ? data.text
+        : Array.from(data.text).slice(known.length - offset).join(""); // code points
+    if (!added) return; // all of it was known already
+    this._outputs.set(msg.jobId, {
+      text: known.text + added,
+      length: known.length + codePointLength(added),
+    });
   }
 
   _remember(eventId) {

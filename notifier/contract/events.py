@@ -22,6 +22,8 @@ JOB_ERROR = "job_error"
 SYSTEM_NOTIFICATION = "system_notification"
 MAINTENANCE_NOTIFICATION = "maintenance_notification"
 CHANNEL_MESSAGE = "channel_message"
+#: A chunk of a job's live output: ``data.offset`` (code points before it) and ``data.text``.
+JOB_OUTPUT = "job_output"
 
 # --- job statuses carried in job_status_update.data.status
 QUEUED, STARTED, PROCESSING, RETRYING, CANCELLED = (
@@ -212,6 +214,28 @@ def job_error(
         seq=seq,
         snapshot={"status": FAILED, "message": error, "code": code},
     )
+
+
+def job_output(job_id: str, offset: int, text: str, timestamp: int) -> dict[str, Any]:
+    """A ``job_output`` message: ``text`` goes at ``offset`` (code points) of the job's live
+    output. The output script writes it in Redis, from :func:`output_head`."""
+    return {
+        "type": JOB_OUTPUT,
+        "jobId": job_id,
+        "timestamp": timestamp,
+        "data": {"offset": offset, "text": text},
+    }
+
+
+#: How the JSON of :func:`job_output` ends after the ``data.offset`` key, for offset 0 and
+#: no text.
+_OUTPUT_TAIL = '0,"text":""}}'
+
+
+def output_head(job_id: str, timestamp: int) -> str:
+    """The JSON of a ``job_output`` message up to its offset: the output script (which
+    alone knows the offset) appends ``<offset>,"text":<text as JSON>}}``."""
+    return dumps(job_output(job_id, 0, "", timestamp))[: -len(_OUTPUT_TAIL)]
 
 
 def system_notification(message: str, level: str = "info") -> Event:

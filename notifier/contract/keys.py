@@ -121,6 +121,13 @@ class Partition:
         """Stream of one job's events, same ids as :attr:`events` (REST catch-up)."""
         return f"{self.base}:job:{job_id}:events"
 
+    def job_output(self, job_id: str) -> str:
+        """String: a job's live output (``workers.progress.stream``), UTF-8, append only and
+        at most ``JOBCAST_OUTPUT_MAX_BYTES``; its code-point length and whether it was cut
+        are in :meth:`job` (``outputLength``, ``outputBytes``, ``outputTruncated``). It
+        expires with the job's hash (the publish script renews both)."""
+        return f"{self.base}:job:{job_id}:output"
+
     def canvas(self, job_id: str) -> str:
         """Hash of a canvas job's aggregate: member task ids, per-member progress and
         results, counters (done, running, seq) and the aggregate's ETA state."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -43,6 +44,7 @@ from notifier.contract.events import (
     StreamEvent,
     dumps,
     now_ms,
+    output_head,
 )
 from notifier.contract.keys import Partition, keyspace
 from notifier.contract.settings import Settings
@@ -55,6 +57,8 @@ AsyncRedis = aioredis.Redis | AsyncRedisCluster
 
 #: The publish script (``lua/publish.lua``: its KEYS and ARGV are those of _script_call).
 PUBLISH_LUA = scripts.source("publish")
+#: The live output's append script (``lua/output.lua``).
+OUTPUT_LUA = scripts.source("output")
 #: Routes whose events go to every partition.
 FANOUT_ROUTES = frozenset({"all", "channel"})
 
@@ -79,6 +83,7 @@ def _script_keys(part: Partition, event: Event) -> list[str]:
         part.job_events(job),
         part.running,
         part.job_totals,
+        part.job_output(job),
     ]
 
 
@@ -129,15 +134,23 @@ def _result(raw: Any) -> str | None:
     return None if raw is None else text(raw)
 
 
-_SCRIPTS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_SCRIPTS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _bound(client: Any, source: str) -> Any:
+    """The script ``source`` bound to ``client``, made once per client (not per event)."""
+    scripts_of = _SCRIPTS.get(client)
+    if scripts_of is None:
+        scripts_of = _SCRIPTS[client] = {}
+    script = scripts_of.get(source)
+    if script is None:
+        script = scripts_of[source] = client.register_script(source)
+    return script
 
 
 def _publish_script(client: Any) -> Any:
-    """The publish script bound to ``client``, made once per client (not per event)."""
-    script = _SCRIPTS.get(client)
-    if script is None:
-        script = _SCRIPTS[client] = client.register_script(PUBLISH_LUA)
-    return script
+    """The publish script bound to ``client``."""
+    return _bound(client, PUBLISH_LUA)
 
 
 # --- replicas
@@ -267,6 +280,57 @@ async def publish(client: AsyncRedis, event: Event, settings: Settings) -> str |
         return await _confirm(client, part, event, settings)
     raw = await script(keys=_script_keys(part, event), args=_script_args(event, settings))
     return _result(raw)
+
+
+# --- live output
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What :func:`append_output_sync` did. ``event_id`` is the ``job_output`` message's id
+    ('' when nothing was appended); ``offset`` and ``length`` are the output's length in code
+    points before and after; ``truncated``: the output is full, later text is dropped;
+    ``finished``: the job has ended (or is unknown), nothing more can be appended."""
+
+    event_id: str
+    offset: int
+    length: int
+    truncated: bool = False
+    finished: bool = False
+
+    @property
+    def closed(self) -> bool:
+        """Nothing appended from now on would be kept."""
+        return self.truncated or self.finished
+
+
+def append_output_sync(
+    client: SyncRedis, job_id: str, user_id: str, chunk: str, settings: Settings
+) -> Appended:
+    """Append ``chunk`` to the output of ``user_id``'s job ``job_id`` and publish it as one
+    ``job_output`` message (one script call, keys of the owner's partition). Text past
+    ``JOBCAST_OUTPUT_MAX_BYTES`` is dropped, cut at a character boundary; nothing is
+    appended after the job's terminal event. Raises ``redis.RedisError`` like any write."""
+    part = keyspace(settings.partitions).of_user(user_id)
+    # Encoded here, once: a lone surrogate becomes '?' (one code point, as in the count).
+    encoded = chunk.encode("utf-8", "replace")
+    raw = _bound(client, OUTPUT_LUA)(
+        keys=[part.events, part.job(job_id), part.job_output(job_id)],
+        args=[
+            user_id,
+            output_head(job_id, now_ms()),
+            encoded,
+            len(chunk),
+            job_id,
+            settings.stream_max_events,
+            settings.output_max_bytes,
+            settings.retention_seconds,
+        ],
+    )
+    if not raw:
+        return Appended("", 0, 0, finished=True)
+    event_id, offset, length, truncated = raw
+    return Appended(text(event_id), int(offset), int(length), truncated=bool(int(truncated)))
 
 
 # --- clients

@@ -1,4 +1,5 @@
-"""A per-connection outbound queue: bounded in bytes, coalescing progress, a writer task on demand.
+"""A per-connection outbound queue: bounded in bytes, coalescing progress and joining output
+chunks, a writer task on demand.
 
 When the connection is idle (nothing queued, no writer running) and the transport takes a
 message at once without blocking (``write_now``: Socket.IO hands it to its Engine.IO
@@ -10,8 +11,12 @@ direct path): an idle connection holds no task of its own.
 The dispatcher only ever appends here, so a client that stops reading can neither stall
 delivery to the others nor grow the server's memory without bound. While a progress
 update of a job waits unsent, a newer one for the same job replaces it (status changes and
-terminal events are never merged). Past ``limit`` bytes the connection is closed with
-reason ``slow_consumer``; the client recovers by replay when it reconnects.
+terminal events are never merged). While a ``job_output`` chunk of a job waits unsent, the
+next chunk of that job (contiguous by offset) is joined to it: one message with the first
+offset, the texts concatenated, the newest ``eventId`` — no text is dropped, and nothing
+moves after a status change, a terminal event or a snapshot of the job, which end the
+joining. Past ``limit`` bytes the connection is closed with reason ``slow_consumer``; the
+client recovers by replay (and the snapshot's output) when it reconnects.
 """
 
 from __future__ import annotations
@@ -51,12 +56,53 @@ def _progress_job(message: dict[str, Any]) -> str | None:
     return None
 
 
-class _Item:
-    __slots__ = ("message", "size")
+def _output_chunk(message: dict[str, Any]) -> tuple[str, int, str] | None:
+    """``(job, offset, text)`` of a ``job_output`` message (joinable), else None."""
+    if message.get("type") != "job_output":
+        return None
+    data = message.get("data")
+    job = message.get("jobId")
+    if not isinstance(data, dict) or not isinstance(job, str):
+        return None
+    offset, text = data.get("offset"), data.get("text")
+    if type(offset) is not int or not isinstance(text, str):
+        return None
+    return job, offset, text
 
-    def __init__(self, message: dict[str, Any], size: int) -> None:
+
+class _Item:
+    __slots__ = ("end", "message", "parts", "size")
+
+    def __init__(
+        self, message: dict[str, Any], size: int, chunk: tuple[str, int, str] | None = None
+    ) -> None:
         self.message = message
         self.size = size
+        #: A job_output chunk: where it ends (code points; -1 for other messages), and the
+        #: texts joined to it so far (concatenated once, when it is written).
+        self.end = -1 if chunk is None else chunk[1] + len(chunk[2])
+        self.parts: list[str] | None = None
+
+    def join(self, message: dict[str, Any], offset: int, text: str, size: int) -> bool:
+        """Join the next output chunk of the same job if it starts where this one ends."""
+        if offset != self.end:
+            return False
+        if self.parts is None:
+            self.parts = [self.message["data"]["text"]]
+        self.parts.append(text)
+        self.end += len(text)
+        # The newest id and time; the offset stays the first chunk's.
+        first = self.message["data"]["offset"]
+        self.message = {**message, "data": {**message["data"], "offset": first}}
+        self.size += size
+        return True
+
+    def wire(self) -> dict[str, Any]:
+        """The message to write (a joined chunk's texts concatenated, once)."""
+        if self.parts is not None:
+            self.message["data"]["text"] = "".join(self.parts)
+            self.parts = None
+        return self.message
 
 
 class Outbox:
@@ -78,6 +124,7 @@ class Outbox:
         self._backpressure = backpressure
         self._items: deque[_Item] | None = None  # while messages wait
         self._latest_progress: dict[str, _Item] = {}
+        self._latest_output: dict[str, _Item] = {}
         self._bytes = 0
         self._started = False
         self._writer: asyncio.Task[None] | None = None
@@ -108,6 +155,7 @@ class Outbox:
         ):
             return True
         job = _progress_job(message)
+        chunk = _output_chunk(message) if job is None else None
         if job is not None:
             waiting = self._latest_progress.get(job)
             if waiting is not None:  # still unsent: replace it with the newer value
@@ -115,24 +163,35 @@ class Outbox:
                 waiting.message, waiting.size = message, size
                 self.merged += 1
                 return True
-        else:
+        elif chunk is None:
             holder = message.get("jobId")
-            if isinstance(holder, str):
-                self._latest_progress.pop(holder, None)  # a later progress goes after this
+            if isinstance(holder, str):  # a later progress or chunk goes after this
+                self._latest_progress.pop(holder, None)
+                self._latest_output.pop(holder, None)
         if self._bytes + size > self._limit:
             log.warning("slow consumer: closing", extra={"queued_bytes": self._bytes})
             metrics.SLOW_CONSUMER_CLOSES.inc()
             self._items = None
             self._latest_progress.clear()
+            self._latest_output.clear()
             self._bytes = 0
             self.close(CLOSE_POLICY, SLOW_CONSUMER)
             return False
-        item = _Item(message, size)
+        if chunk is not None:
+            waiting = self._latest_output.get(chunk[0])
+            if waiting is not None and waiting.join(message, chunk[1], chunk[2], size):
+                self._bytes += size  # still unsent: the text joins it, in order
+                self.merged += 1
+                return True
+            item = _Item(message, size, chunk)
+            self._latest_output[chunk[0]] = item
+        else:
+            item = _Item(message, size)
+            if job is not None:
+                self._latest_progress[job] = item
         if self._items is None:
             self._items = deque()
         self._items.append(item)
-        if job is not None:
-            self._latest_progress[job] = item
         self._bytes += size
         self._wake()
         return True
@@ -182,11 +241,14 @@ class Outbox:
                 if not self._items:
                     self._items = None
                 self._bytes -= item.size
-                job = _progress_job(item.message)
-                if job is not None and self._latest_progress.get(job) is item:
-                    del self._latest_progress[job]
+                job = item.message.get("jobId")
+                if isinstance(job, str):
+                    if self._latest_progress.get(job) is item:
+                        del self._latest_progress[job]
+                    elif self._latest_output.get(job) is item:
+                        del self._latest_output[job]
                 try:
-                    await self._write(item.message)
+                    await self._write(item.wire())
                 except Exception as exc:  # the transport is gone; the adapter cleans up
                     log.info("write failed; writer stops", extra={"error": repr(exc)})
                     self._finish()

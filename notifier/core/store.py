@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from notifier.contract import keys
@@ -26,6 +26,12 @@ class JobState:
     created_at: int
     updated_at: int
     terminal: dict[str, Any] | None
+    #: The live output's length in code points and in bytes, and whether it was cut.
+    output_length: int = 0
+    output_bytes: int = 0
+    output_truncated: bool = False
+    #: The output itself (its first ``output_bytes`` bytes), when it was read; else None.
+    output: str | None = None
 
     @classmethod
     def from_hash(cls, job_id: str, raw: dict[str, str]) -> JobState | None:
@@ -40,7 +46,20 @@ class JobState:
             created_at=int(raw.get("createdAt") or 0),
             updated_at=int(raw.get("updatedAt") or 0),
             terminal=json.loads(raw["terminal"]) if raw.get("terminal") else None,
+            output_length=int(raw.get("outputLength") or 0),
+            output_bytes=int(raw.get("outputBytes") or 0),
+            output_truncated=bool(raw.get("outputTruncated")),
         )
+
+    def output_fields(self) -> dict[str, Any]:
+        """``output`` (when read), ``outputLength`` and, once cut, ``outputTruncated``."""
+        fields: dict[str, Any] = {}
+        if self.output is not None:
+            fields["output"] = self.output
+        fields["outputLength"] = self.output_length
+        if self.output_truncated:
+            fields["outputTruncated"] = True
+        return fields
 
     @property
     def key(self) -> tuple[int, int]:
@@ -51,15 +70,19 @@ class JobState:
         return self.state in TERMINAL_STATES
 
     def snapshot_message(self) -> dict[str, Any]:
-        """What a new subscriber gets at once: the terminal message, or the current update."""
+        """What a new subscriber gets at once: the terminal message, or the current update;
+        its ``data`` also holds the live output so far (``output``, ``outputLength``,
+        ``outputTruncated``): exactly the chunks up to the snapshot's ``eventId``."""
         if self.terminal is not None:
             msg = dict(self.terminal)
+            data = msg.get("data")
+            msg["data"] = {**(data if isinstance(data, dict) else {}), **self.output_fields()}
         else:
             msg = {
                 "type": JOB_STATUS_UPDATE,
                 "jobId": self.job_id,
                 "timestamp": self.updated_at,
-                "data": self.snapshot,
+                "data": {**self.snapshot, **self.output_fields()},
             }
         msg["eventId"] = self.event_id
         msg["snapshot"] = True
@@ -91,6 +114,7 @@ class JobState:
         }
         if "etaSeconds" in self.snapshot:
             body["etaSeconds"] = self.snapshot["etaSeconds"]
+        body.update(self.output_fields())
         if self.terminal is not None:
             if "result" in self.terminal:
                 body["result"] = self.terminal["result"]
@@ -119,8 +143,16 @@ async def locate(client: AsyncRedis, space: Keyspace, job_id: str) -> Partition 
 
 
 async def get_job(client: AsyncRedis, job_id: str, part: Partition) -> JobState | None:
+    """The job's state and its live output as of the state's ``eventId``: the output key is
+    append only, and the hash says how many of its bytes that event had written."""
     raw: dict[str, str] = await client.hgetall(part.job(job_id))  # type: ignore[assignment]
-    return JobState.from_hash(job_id, raw)
+    state = JobState.from_hash(job_id, raw)
+    if state is None:
+        return None
+    output = ""
+    if state.output_bytes > 0:
+        output = text(await client.getrange(part.job_output(job_id), 0, state.output_bytes - 1))
+    return replace(state, output=output)
 
 
 async def find_job(client: AsyncRedis, space: Keyspace, job_id: str) -> JobState | None:

@@ -17,7 +17,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -560,3 +560,28 @@ async def wait_job_status(
 
 def is_snapshot(job_id: str) -> Predicate:
     return lambda msg: msg.get("snapshot") is True and msg.get("jobId") == job_id
+
+
+# --- live output
+
+
+def assemble_output(messages: Sequence[dict[str, Any]], job_id: str) -> str:
+    """The job's output as a client assembles it from ``messages`` (as received): the
+    snapshot's ``data.output``, then each ``job_output`` chunk, which must start exactly
+    where the text so far ends (offsets in code points: no gap, no overlap). A snapshot
+    replaces the text (it holds all output up to its eventId)."""
+    text = ""
+    for msg in messages:
+        if msg.get("jobId") != job_id:
+            continue
+        if msg.get("snapshot"):
+            data = msg["data"]
+            assert len(data["output"]) == data["outputLength"], data.get("outputLength")
+            assert data["output"].startswith(text), "a snapshot went back on the output"
+            text = data["output"]
+        elif msg.get("type") == "job_output":
+            offset, chunk = msg["data"]["offset"], msg["data"]["text"]
+            assert offset == len(text), f"chunk at {offset}, but the text has {len(text)}"
+            assert chunk, "an empty chunk"
+            text += chunk
+    return text

@@ -212,3 +212,10 @@ def test_dumps_refuses_what_is_not_json(bad: Any) -> None:
 def test_loads_takes_what_orjson_refuses() -> None:
     assert events.loads('{"a":"\\ud800"}') == {"a": "\ud800"}
     assert events.loads(b'{"a":[1,2.5,"x"]}') == {"a": [1, 2.5, "x"]}
+
+
+def test_the_output_head_is_a_job_output_message_up_to_its_offset() -> None:
+    head = events.output_head('job "1" ☕', 1700000000000)
+    assert head.endswith('"data":{"offset":')
+    message = json.loads(head + '12,"text":' + json.dumps("héllo 𝄞") + "}}")
+    assert message == events.job_output('job "1" ☕', 12, "héllo 𝄞", 1700000000000)

@@ -133,3 +133,55 @@ async def test_past_the_byte_limit_the_connection_is_closed_as_slow_consumer() -
     assert transport.closed is not None and transport.closed[1] == SLOW_CONSUMER
     assert writer_tasks() == []
     assert not outbox.put(done("late"), 100), "a closing outbox takes nothing more"
+
+
+def chunk(job: str, offset: int, text: str, event: int = 0) -> dict[str, Any]:
+    return {
+        "type": "job_output",
+        "jobId": job,
+        "eventId": f"{event}-0",
+        "data": {"offset": offset, "text": text},
+    }
+
+
+async def test_unsent_output_chunks_are_joined_in_order() -> None:
+    transport = Transport()
+    outbox = Outbox(transport.write, transport.close, 10_000)  # no direct path
+    first = chunk("j", 0, "héllo ", 1)
+    outbox.put(first, 100)
+    outbox.put(progress("j", 10), 100)  # progress does not end the joining
+    outbox.put(chunk("j", 6, "wörld ", 2), 100)
+    outbox.put(chunk("k", 0, "other", 3), 100)
+    outbox.put(chunk("j", 12, "𝄞!", 4), 100)
+    assert outbox.merged == 2
+    assert outbox.queued_bytes == 500, "joined text still counts against the limit"
+    outbox.start()
+    await settle()
+    written = [m for _, m in transport.written]
+    assert written[0] == {
+        "type": "job_output",
+        "jobId": "j",
+        "eventId": "4-0",
+        "data": {"offset": 0, "text": "héllo wörld 𝄞!"},
+    }
+    assert [m["type"] for m in written[1:]] == ["job_status_update", "job_output"]
+    assert written[2]["data"] == {"offset": 0, "text": "other"}
+    assert first["data"]["text"] == "héllo ", "a message shared with other connections is unchanged"
+
+
+async def test_output_joining_stops_at_a_status_change_or_a_gap() -> None:
+    transport = Transport()
+    outbox = Outbox(transport.write, transport.close, 10_000)
+    outbox.put(chunk("j", 0, "ab"), 100)
+    outbox.put(chunk("j", 5, "gap"), 100)  # not contiguous: a message of its own
+    outbox.put(done("j"), 100)
+    outbox.put(chunk("j", 8, "late"), 100)  # after the outcome: never moved before it
+    assert outbox.merged == 0
+    outbox.start()
+    await settle()
+    assert [m.get("data", {}).get("text", m["type"]) for _, m in transport.written] == [
+        "ab",
+        "gap",
+        "job_completed",
+        "late",
+    ]

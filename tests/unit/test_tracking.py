@@ -144,3 +144,88 @@ def test_owner_from_request() -> None:
     assert owner_from(from_headers) == ("t1", "7")
     assert owner_from(SimpleNamespace(id="t1", headers=None)) is None
     assert owner_from(SimpleNamespace(id="t1", jobcast_user_id="")) is None
+
+
+# --- live output (Run.stream)
+
+
+class Sink:
+    """Collects the chunks a run writes; ``answers`` says what each write returns."""
+
+    def __init__(self, *answers: bool | None) -> None:
+        self.chunks: list[tuple[str, bool]] = []
+        self.answers = list(answers)
+        self.wrote = threading.Event()
+
+    def __call__(self, text: str, final: bool) -> bool | None:
+        self.chunks.append((text, final))
+        self.wrote.set()
+        return self.answers.pop(0) if self.answers else True
+
+    def text(self) -> str:
+        return "".join(text for text, _ in self.chunks)
+
+
+def output_run(sink: Sink, min_interval: float = 60.0, limit: int = 1 << 62) -> Run:
+    return Run("job-1", "7", 0, min_interval, lambda _: None, output=sink, output_limit=limit)
+
+
+def test_streamed_text_is_joined_in_order_and_the_end_sends_the_rest() -> None:
+    sink = Sink()
+    run = output_run(sink)  # an interval no test run reaches: nothing is sent by time
+    run.stream("first ")
+    for n in range(1000):
+        run.stream(f"{n} ")
+    run.stream("")  # nothing to add: ignored
+    assert sink.chunks == [("first ", False)], "the first text goes out at once, then held"
+    run.flush(final=True)
+    assert len(sink.chunks) == 2 and sink.chunks[1][1] is True
+    assert sink.text() == "first " + "".join(f"{n} " for n in range(1000))
+    run.flush(final=True)
+    assert len(sink.chunks) == 2, "flush writes held text once"
+
+
+def test_held_text_is_sent_by_a_timer() -> None:
+    sink = Sink()
+    run = output_run(sink, min_interval=0.05)
+    run.stream("a")
+    sink.wrote.clear()
+    run.stream("b")
+    run.stream("c")
+    assert sink.wrote.wait(timeout=10), "the held text was never sent"
+    assert sink.chunks == [("a", False), ("bc", False)]
+
+
+def test_text_redis_did_not_take_is_kept_in_order() -> None:
+    sink = Sink(None)  # the first write fails (Redis did not answer)
+    run = output_run(sink)
+    run.stream("one ")
+    run.stream("two ")
+    run.flush(final=True)
+    assert [text for text, _ in sink.chunks] == ["one ", "one two "]
+    assert sink.chunks[-1][1] is True
+
+
+def test_a_closed_output_takes_no_more_text() -> None:
+    sink = Sink(False)  # the job ended, or its output is full
+    run = output_run(sink)
+    run.stream("kept ")
+    run.stream("dropped")
+    run.flush(final=True)
+    assert sink.chunks == [("kept ", False)]
+
+
+def test_text_past_the_limit_in_code_points_is_dropped_early() -> None:
+    sink = Sink()
+    run = output_run(sink, limit=5)
+    run.stream("abcdef")  # 6 code points: at least 6 bytes, past the limit (Redis cuts it)
+    run.stream("more")
+    run.flush(final=True)
+    assert sink.chunks == [("abcdef", False)]
+
+
+def test_a_run_without_output_ignores_stream() -> None:
+    run, sent = make_run(0.05)
+    run.stream("nothing")
+    run.flush(final=True)
+    assert sent == []

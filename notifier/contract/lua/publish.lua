@@ -2,7 +2,8 @@
 -- same step, updates the job's state, the owner's job list, the owner's inbox and the job's
 -- own history. A terminal state is final; an older attempt's or step's event is dropped.
 -- KEYS: 1 events, 2 job hash, 3 user's jobs, 4 user's inbox, 5 broadcasts, 6 job's events,
---       7 running jobs, 8 the partition's job event totals (by state, and by error code)
+--       7 running jobs, 8 the partition's job event totals (by state, and by error code),
+--       9 the job's output (its expiry follows the job hash's)
 -- ARGV: 1 route, 2 type, 3 user, 4 job, 5 channel, 6 payload, 7 state, 8 attempt, 9 seq,
 --       10 snapshot, 11 now ms, 12 retention s, 13 stream maxlen, 14 inbox maxlen, 15 lease ms,
 --       16 '1' when the snapshot has a progress
@@ -69,6 +70,7 @@ if job ~= '' then
   if transition then
     redis.call('EXPIRE', KEYS[2], retention)
     redis.call('EXPIRE', KEYS[6], retention)
+    redis.call('EXPIRE', KEYS[9], retention)
   end
   if terminal or state == 'retrying' then
     redis.call('ZREM', KEYS[7], job)

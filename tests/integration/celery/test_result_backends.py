@@ -30,6 +30,7 @@ from tests.support.env import child_env
 from tests.support.helpers import job_events, start_job, wait_job_status
 from tests.support.postgres import PostgresCluster, running_postgres
 from tests.support.processes import ExternalRedis, RedisServer, running_server, running_worker
+from workers.tasks import content_text
 
 # The broker: a database of the session's Redis (not a Redis Cluster phase's).
 pytestmark = [pytest.mark.integration, pytest.mark.single_redis]
@@ -116,6 +117,7 @@ def full_result(job_id: str, topic: str, sections: int) -> dict[str, Any]:
         "contentId": f"content-{job_id}",
         "title": f"Generated Content: {topic}",
         "sections": sections,
+        "content": content_text(topic, sections),
     }
 
 

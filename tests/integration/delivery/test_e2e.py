@@ -22,6 +22,7 @@ from tests.support.helpers import (
     job_events,
     start_job,
 )
+from workers.tasks import content_text
 
 pytestmark = pytest.mark.integration
 
@@ -107,6 +108,7 @@ async def test_job_progress_end_to_end(any_client: Any, http: Any, tokens: Any) 
         "contentId": f"content-{job_id}",
         "title": "Generated Content: e2e",
         "sections": 4,
+        "content": content_text("e2e", 4),
     }
     received_updates = [m for m in messages if m["type"] == "job_status_update"]
     check_status_updates(received_updates)

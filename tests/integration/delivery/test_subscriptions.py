@@ -92,7 +92,10 @@ async def test_late_subscriber_gets_the_terminal_snapshot(
     start = late.mark()
     assert (await late.request("subscribe_job", jobId=job_id))["type"] == "subscribed"
     snapshot = await late.wait_for(is_snapshot(job_id), after=start, what="the snapshot")
-    assert snapshot == {**live, "snapshot": True}
+    # The outcome itself, with the job's live output in data (SPEC section 10).
+    content = live["result"]["content"]
+    output = {"output": content, "outputLength": len(content)}
+    assert snapshot == {**live, "snapshot": True, "data": output}
 
 
 async def test_terminal_message_reaches_each_connection_once(

@@ -3,6 +3,7 @@
 import { io } from "socket.io-client";
 
 import {
+  codePointLength,
   compareEventIds,
   isTerminal,
   JobcastClient,
@@ -96,6 +97,8 @@ function handle(msg: ServerMessage): string {
       const lost = code === "worker_lost" ? " (worker lost)" : "";
       return `${msg.jobId} failed: ${msg.error} ${msg.data.exceptionType ?? ""}${lost}`;
     }
+    case "job_output":
+      return `${msg.jobId} +${codePointLength(msg.data.text)} at ${msg.data.offset}`;
     case "system_notification":
       return `[${msg.level}] ${msg.message} ${msg.eventId}`;
     case "maintenance_notification":
@@ -131,6 +134,14 @@ client.on("channel_message", (msg) => {
   if (msg.channel === "ops" && msg.level === "critical") show(msg.data["host"]);
 });
 client.on("job_error", (msg) => show(msg.data.code, msg.snapshot === true));
+client.on("job_output", (msg) => {
+  const end: number = msg.data.offset + codePointLength(msg.data.text);
+  show(end, client.output(msg.jobId));
+});
+client.on("job_status_update", (msg) => {
+  if (msg.snapshot) show(msg.data.output ?? "", msg.data.outputLength, msg.data.outputTruncated);
+});
+client.on("job_completed", (msg) => show(msg.data?.output, msg.data?.outputLength));
 
 async function main(jobId: string): Promise<void> {
   client.connect().on("session_expiring", () => void client.refreshToken(token));

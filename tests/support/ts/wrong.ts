@@ -18,6 +18,8 @@ client.on("job_complete", (msg) => show(msg)); // @expect TS2345
 client.on("*", (msg) => show(msg.data)); // @expect TS2339
 client.on("state", ({ detail }) => show(detail?.cod)); // @expect TS2551
 void client.subscribeChannel("op"); // @expect TS2345
+client.on("job_output", (msg) => show(msg.data.offset.length)); // @expect TS2339
+client.on("job_output", (msg) => show(msg.result)); // @expect TS2339
 
 function handle(msg: ServerMessage): void {
   if (msg.type === "job_error") show(msg.result); // @expect TS2339
