@@ -6,6 +6,7 @@ child was given; the snippet starts a job with curl and follows it from Python o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from api.cli import TokenError, dev_token
@@ -17,7 +18,11 @@ TOKEN_TTL_SECONDS = 8 * 3600
 
 
 def announce(
-    settings: Settings, run_dir: Path, secret: str, generated_flower_auth: str | None
+    settings: Settings,
+    run_dir: Path,
+    secret: str,
+    generated_flower_auth: str | None,
+    notifier_ports: Sequence[int] = (),
 ) -> None:
     s = settings
     base = http_base(s.http_host, s.http_port)
@@ -41,7 +46,14 @@ def announce(
         print(f"  nodes:  127.0.0.1:{{{nodes}}} (Redis Cluster: 3 masters, 3 replicas)", flush=True)
     print(f"  broker: {scrub(s.broker_url())}  (Celery)", flush=True)
     print(f"  result: {scrub(s.result_backend())}  (Celery's result backend)", flush=True)
-    print(f"  logs:   {run_dir}/{{worker,api,flower}}.log", flush=True)
+    servers = ["api"]
+    if notifier_ports:
+        servers = [f"notifier-{n}" for n in range(1, len(notifier_ports) + 1)] + ["haproxy"]
+        listed = ", ".join(
+            f"notifier-{n} 127.0.0.1:{port}" for n, port in enumerate(notifier_ports, 1)
+        )
+        print(f"  behind: HAProxy on :{s.http_port} (hashing uid): {listed}", flush=True)
+    print(f"  logs:   {run_dir}/{{worker,{','.join(servers)},flower}}.log", flush=True)
     try:
         token = dev_token(s, 1, username="demo-user", ttl_seconds=TOKEN_TTL_SECONDS, secret=secret)
         admin = dev_token(

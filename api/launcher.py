@@ -40,11 +40,11 @@ import os
 import secrets
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from api import banner, local_cluster, local_redis
+from api import banner, loadbalancer, local_cluster, local_redis
 from api.supervise import (
     ChildDied,
     LaunchError,
@@ -61,11 +61,17 @@ from notifier.observability.logs import scrub
 
 @dataclass(frozen=True)
 class ChildSpec:
-    """A child the launcher starts once the Redis processes are up."""
+    """A child the launcher starts once the Redis processes are up; ``restart``: started
+    again when it dies (the notifiers of ``make run-cluster``)."""
 
     name: str
     argv: list[str]
     env: dict[str, str]
+    restart: bool = False
+
+
+#: ``make run-cluster``: how many notifiers serve behind HAProxy.
+NOTIFIERS = 3
 
 
 def is_redis(name: str) -> bool:
@@ -90,6 +96,8 @@ class Launcher:
     processes: Supervisor
     ready_timeout: float = 60.0
     cluster: bool = False
+    #: ``make run-cluster``: the notifiers' ports (free ones), behind HAProxy.
+    notifier_ports: list[int] = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -118,18 +126,59 @@ class Launcher:
         return env
 
     def app_children(self, env: dict[str, str], flower_auth: str) -> list[ChildSpec]:
-        """The worker, the ASGI server (notifier + REST API) and Flower."""
+        """The worker, the ASGI server (notifier + REST API) and Flower; in cluster mode
+        :data:`NOTIFIERS` ASGI servers (``notifier-<n>``, restarted when they die) behind
+        HAProxy instead of the one."""
         s = self.settings
         celery = [sys.executable, "-m", "celery", "-A", "workers.app"]
-        api = [sys.executable, "-m", "api", "--host", s.http_host, "--port", str(s.http_port)]
         flower = [*celery, "flower", f"--port={s.flower_port}", "--address=127.0.0.1"]
+        if self.cluster:
+            servers = self.notifier_children(env)
+        else:
+            api = [sys.executable, "-m", "api", "--host", s.http_host, "--port", str(s.http_port)]
+            servers = [ChildSpec("api", api, env)]
         return [
             ChildSpec("worker", [*celery, "worker", "-l", "INFO", "-c", "2"], env),
-            ChildSpec("api", api, env),
+            *servers,
             # Basic auth through Flower's environment option: a password on a command line
             # is visible to every local user in `ps`.
             ChildSpec("flower", flower, {**env, "FLOWER_BASIC_AUTH": flower_auth}),
         ]
+
+    def notifier_children(self, env: dict[str, str]) -> list[ChildSpec]:
+        """``notifier-1`` ... on 127.0.0.1 and free ports, and HAProxy on
+        ``JOBCAST_HTTP_HOST:JOBCAST_HTTP_PORT`` hashing the routing hint over them
+        (:mod:`api.loadbalancer`)."""
+        s = self.settings
+        binary = loadbalancer.haproxy_binary()
+        if binary is None:
+            raise LaunchError(
+                "make run-cluster needs HAProxy: install it (apt-get install haproxy) or use "
+                "make run"
+            )
+        self.notifier_ports = local_cluster.free_ports(NOTIFIERS)
+        topology = loadbalancer.Topology(
+            bind=f"{s.http_host}:{s.http_port}",
+            notifiers=[
+                loadbalancer.Server(f"notifier-{n}", f"127.0.0.1:{port}")
+                for n, port in enumerate(self.notifier_ports, 1)
+            ],
+            heartbeat_seconds=s.heartbeat_seconds,
+        )
+        config = self.run_dir / "haproxy.cfg"
+        config.write_text(loadbalancer.haproxy_config(topology))
+        # The notifiers believe X-Forwarded-For from HAProxy only (it connects from here).
+        notifier_env = {**env, "JOBCAST_TRUSTED_PROXIES": "127.0.0.1"}
+        children = [
+            ChildSpec(
+                server.name,
+                [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port)],
+                notifier_env,
+                restart=True,
+            )
+            for server, port in zip(topology.notifiers, self.notifier_ports, strict=True)
+        ]
+        return [*children, ChildSpec("haproxy", [binary, "-db", "-f", str(config)], env)]
 
     def run(self) -> int:
         processes = self.processes
@@ -199,27 +248,47 @@ class Launcher:
         else:
             local_redis.ensure_redis(processes, s.redis_url)
         env = self.child_env(secret, flower_auth)
-        for spec in self.app_children(env, flower_auth):
-            processes.spawn(spec.name, spec.argv, spec.env)
-        print("pids: " + " ".join(f"{c.name}={c.pid}" for c in processes.children), flush=True)
+        specs = self.app_children(env, flower_auth)
+        # HAProxy starts once the notifiers answer, so it starts with every server up.
+        front = [spec for spec in specs if spec.name == "haproxy"]
+        for spec in specs:
+            if spec not in front:
+                processes.spawn(spec.name, spec.argv, spec.env, restart=spec.restart)
 
         base = http_base(s.http_host, s.http_port)
         started = time.monotonic()
-        while http_status(f"{base}/readyz") != 200:
-            if time.monotonic() - started > self.ready_timeout:
-                for line in processes.child("api").tail():
-                    print(f"  | {line}", flush=True)
-                raise LaunchError(
-                    f"{base}/readyz did not answer 200 within {self.ready_timeout:g} s"
-                )
-            processes.sleep(0.25)
+        if self.cluster:
+            for n, port in enumerate(self.notifier_ports, 1):
+                self.wait_ready(f"notifier-{n}", http_base("127.0.0.1", port), started)
+        for spec in front:
+            processes.spawn(spec.name, spec.argv, spec.env, restart=spec.restart)
+        print("pids: " + " ".join(f"{c.name}={c.pid}" for c in processes.children), flush=True)
+        self.wait_ready(front[0].name if front else "api", base, started)
         say(f"ready: {base}/readyz answered 200 after {time.monotonic() - started:.1f} s")
 
         flower_base = http_base("127.0.0.1", s.flower_port)
         deadline = time.monotonic() + 20
         while http_status(f"{flower_base}/healthcheck") != 200 and time.monotonic() < deadline:
             processes.sleep(0.25)
-        banner.announce(s, self.run_dir, secret, flower_auth if generated_flower else None)
+        banner.announce(
+            s,
+            self.run_dir,
+            secret,
+            flower_auth if generated_flower else None,
+            notifier_ports=self.notifier_ports,
+        )
+
+    def wait_ready(self, name: str, base: str, started: float) -> None:
+        """Until ``base/readyz`` answers 200, or :class:`LaunchError` with the tail of
+        ``name``'s log once ``ready_timeout`` has passed since ``started``."""
+        while http_status(f"{base}/readyz") != 200:
+            if time.monotonic() - started > self.ready_timeout:
+                for line in self.processes.child(name).tail():
+                    print(f"  | {line}", flush=True)
+                raise LaunchError(
+                    f"{base}/readyz ({name}) did not answer 200 within {self.ready_timeout:g} s"
+                )
+            self.processes.sleep(0.25)
 
     # --- make run-cluster
 

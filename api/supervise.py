@@ -3,8 +3,11 @@
 Each child runs in its own process group with its output in ``<run-dir>/<name>.log``
 (with ``echo_logs``, also on stdout, each line prefixed ``[name]``); their PIDs are kept in
 ``<run-dir>/pids`` (JSON) while they run. A stop signal or a child that exits on its own
-raises out of :meth:`Supervisor.sleep`; :meth:`Supervisor.stop_all` gives every child
-SIGTERM and up to 10 s, then SIGKILLs its process group.
+raises out of :meth:`Supervisor.sleep`, except a child spawned with ``restart=True``: it is
+started again (same name, command and environment; its log appended to), unless it keeps
+dying (:data:`RESTART_LIMIT` times within :data:`RESTART_WINDOW` seconds).
+:meth:`Supervisor.stop_all` gives every child SIGTERM and up to 10 s, then SIGKILLs its
+process group.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ from notifier.observability.logs import scrub
 STOP_GRACE_SECONDS = 10.0
 TAIL_LINES = 40
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: A restartable child that dies this many times within the window is a crash loop: the
+#: launcher stops, as for any other child.
+RESTART_LIMIT = 5
+RESTART_WINDOW = 60.0
 
 
 class LaunchError(Exception):
@@ -57,6 +64,11 @@ class Child:
     log_path: Path
     log_file: IO[bytes]
     pump: threading.Thread | None = None
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    restart: bool = False
+    #: When it was (re)started, for the crash-loop rule.
+    starts: list[float] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
@@ -92,12 +104,25 @@ class Supervisor:
             signal.signal(signum, self.on_signal)
 
     def check(self) -> None:
-        """Raise when a stop signal arrived or a child died."""
+        """Raise when a stop signal arrived or a child died; start a restartable child
+        again."""
         if self.signals:
             raise Stopped
-        for child in self.children:
-            if not child.alive():
+        for child in list(self.children):
+            if child.alive():
+                continue
+            now = time.monotonic()
+            recent = [t for t in child.starts if now - t < RESTART_WINDOW]
+            if not child.restart or len(recent) >= RESTART_LIMIT:
                 raise ChildDied(child)
+            say(
+                f"{child.name} (pid {child.pid}) exited with code {child.proc.returncode}; "
+                "starting it again (the others go on serving)"
+            )
+            self._close_log(child)
+            self.children.remove(child)
+            again = self.spawn(child.name, child.argv, child.env, restart=True, append=True)
+            again.starts = [*recent, again.starts[-1]]
 
     def sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -108,10 +133,18 @@ class Supervisor:
     def child(self, name: str) -> Child:
         return next(c for c in self.children if c.name == name)
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        *,
+        restart: bool = False,
+        append: bool = False,
+    ) -> Child:
         self.check()
         log_path = self.run_dir / f"{name}.log"
-        log_file = log_path.open("wb")
+        log_file = log_path.open("ab" if append else "wb")
         try:
             proc = subprocess.Popen(
                 argv,
@@ -124,7 +157,7 @@ class Supervisor:
         except OSError as exc:
             log_file.close()
             raise LaunchError(f"cannot start {name} ({argv[0]}): {exc}") from exc
-        child = Child(name, proc, log_path, log_file)
+        child = Child(name, proc, log_path, log_file, None, argv, env, restart, [time.monotonic()])
         if self.echo_logs:
             child.pump = threading.Thread(
                 target=_pump, args=(child,), name=f"log-{name}", daemon=True
@@ -136,8 +169,12 @@ class Supervisor:
         return child
 
     def write_pids(self) -> None:
+        """``<run-dir>/pids``, replaced at once: a reader never sees it half written."""
         pids = {child.name: child.pid for child in self.children}
-        (self.run_dir / "pids").write_text(json.dumps(pids) + "\n")
+        path = self.run_dir / "pids"
+        draft = path.with_name("pids.tmp")
+        draft.write_text(json.dumps(pids) + "\n")
+        draft.replace(path)
 
     def stop_all(self, last: str = "") -> None:
         """SIGTERM, up to 10 s, SIGKILL: the children in reverse order of start, then the
@@ -147,12 +184,16 @@ class Supervisor:
         for group in (first, then):
             self._stop(group)
         for child in self.children:
-            if child.pump is not None:
-                child.pump.join(timeout=2)
-            child.log_file.close()
+            self._close_log(child)
         self.children.clear()
         with contextlib.suppress(FileNotFoundError):
             (self.run_dir / "pids").unlink()
+
+    @staticmethod
+    def _close_log(child: Child) -> None:
+        if child.pump is not None:
+            child.pump.join(timeout=2)
+        child.log_file.close()
 
     def _stop(self, group: Iterable[Child]) -> None:
         group = list(group)

@@ -20,7 +20,7 @@ from notifier.core.hub import Connection
 from notifier.core.outbox import SLOW_CONSUMER, Outbox
 from notifier.core.port import NotifierPort
 from notifier.edge.auth import AuthError, Peer, token_from
-from notifier.transport.socketio_server import SocketServer, client_of
+from notifier.transport.socketio_server import SocketServer, client_of, scheme_of
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,8 @@ def create_server(notifier: NotifierPort) -> SocketServer:
     settings = notifier.settings
 
     def origin_allowed(origin: str | None, environ: dict[str, Any]) -> bool:
-        scheme = environ.get("HTTP_X_FORWARDED_PROTO", environ.get("wsgi.url_scheme", "http"))
+        # X-Forwarded-Proto counts only from JOBCAST_TRUSTED_PROXIES (uvicorn checks).
+        scheme = scheme_of(environ)
         return notifier.origins.allows(origin, scheme=scheme, host=environ.get("HTTP_HOST"))
 
     connections: dict[str, Connection] = {}

@@ -64,6 +64,14 @@ def client_of(environ: dict[str, Any]) -> Any:
     return scope.get("client") if isinstance(scope, dict) else None
 
 
+def scheme_of(environ: dict[str, Any]) -> str:
+    """``http`` or ``https`` as the client sees it: ASGI's ``scope["scheme"]``, which uvicorn
+    takes from X-Forwarded-Proto only when the request comes from a trusted proxy."""
+    scope = environ.get("asgi.scope")
+    scheme = scope.get("scheme") if isinstance(scope, dict) else None
+    return "https" if scheme in ("https", "wss") else "http"
+
+
 class Link(Protocol):
     """One Socket.IO connection's write side."""
 

@@ -4,25 +4,34 @@
   3 replicas from ``redis-server``; ``kill -9`` of a master promotes its replica within
   seconds, and the killed node started again rejoins as a replica.
 - The launcher in cluster mode: six nodes ``redis-<port>`` on ``JOBCAST_CLUSTER_PORTS``
-  and a broker Redis, all in ``<run-dir>/pids``; the cluster healthy with the first three
-  ports as masters; a demo job submitted over REST runs to the end on it; SIGINT stops
-  every process it started.
+  and a broker Redis, three notifiers ``notifier-<n>`` behind HAProxy on
+  ``JOBCAST_HTTP_PORT``, all in ``<run-dir>/pids``; the cluster healthy with the first
+  three ports as masters; a demo job submitted over REST (through HAProxy) runs to the end
+  on it; SIGINT stops every process it started.
+- A notifier killed with ``kill -9`` is started again by the launcher, under its name in
+  ``<run-dir>/pids``, while a client served by another notifier stays connected and gets
+  its job's events, and HAProxy keeps answering ``/readyz``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
 from api import local_cluster
-from tests.support.launcher_run import LauncherRun
+from tests.support.fault_helpers import RecordingClient, parse_metrics
+from tests.support.launcher_run import LauncherRun, alive
 from tests.support.redis_cluster import RedisCluster, running_cluster
-from tests.support.waiting import wait_until
+from tests.support.waiting import wait_until, wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +116,8 @@ def check_topology(launcher: ClusterRun) -> None:
     nodes = {f"redis-{port}" for port in ports}
     brokers = {name for name in pids if name.startswith("redis-")} - nodes
     assert len(brokers) == 1, pids
-    assert set(pids) == nodes | brokers | {"worker", "api", "flower"}
+    notifiers = {"notifier-1", "notifier-2", "notifier-3"}
+    assert set(pids) == nodes | brokers | notifiers | {"haproxy", "worker", "flower"}
     assert all(local_cluster.cluster_state(port) == "ok" for port in ports)
     assert local_cluster.masters(ports[0]) == sorted(ports[:3])
     assert all(len(r) == 1 for r in local_cluster.replicas_of(ports[0]).values())
@@ -131,4 +141,68 @@ def test_run_cluster_runs_a_demo_job_on_the_cluster(launcher: ClusterRun) -> Non
     assert f"  redis:  redis://127.0.0.1:{launcher.cluster_ports[0]}/0" in banner
     assert f"  broker: redis://127.0.0.1:{broker[6:]}/0" in banner
     launcher.run_demo_job(token)  # the worker the launcher started runs it on the cluster
+    launcher.stop_cleanly(signal.SIGINT, STOP_BOUND)
+
+
+def notifier_ports(launcher: ClusterRun) -> dict[str, int]:
+    """``notifier-<n>`` -> port, from the banner's ``behind:`` line."""
+    line = launcher.wait_for("  behind: ", START_BOUND)
+    return {name: int(port) for name, port in re.findall(r"(notifier-\d) 127\.0\.0\.1:(\d+)", line)}
+
+
+def connections(port: int) -> float:
+    """The notifier's open connections (``jobcast_connections``); -1 while it does not
+    answer."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return -1
+    return sum(v for (name, _), v in parse_metrics(text).items() if name == "jobcast_connections")
+
+
+async def test_run_cluster_restarts_a_dead_notifier_while_the_others_serve(
+    launcher: ClusterRun,
+) -> None:
+    check_topology(launcher)
+    ports = notifier_ports(launcher)
+    assert set(ports) == {"notifier-1", "notifier-2", "notifier-3"}
+    token = launcher.wait_for("token: ", START_BOUND).split()[1]
+    url = f"http://127.0.0.1:{launcher.http_port}"
+    client = RecordingClient(url, token, user="1", transports=["websocket"])
+    try:
+        await client.connect()
+        assert await wait_until_async(lambda: bool(client.welcomes), 20)
+        # HAProxy sent the user (uid=1) to one notifier; kill another one.
+        serving = [name for name, port in ports.items() if connections(port) == 1]
+        assert len(serving) == 1, {name: connections(port) for name, port in ports.items()}
+        victim = next(name for name in sorted(ports) if name != serving[0])
+        old_pid = launcher.pids[victim]
+        os.kill(old_pid, signal.SIGKILL)
+        launcher.wait_for(f"[launcher] {victim} (pid {old_pid}) exited with code -9;", 30)
+
+        def restarted() -> bool:
+            pids = json.loads((launcher.run_dir / "pids").read_text())
+            return bool(pids.get(victim, old_pid) != old_pid and alive(pids[victim]))
+
+        assert await asyncio.to_thread(wait_until, restarted, 30)
+        launcher.pids = json.loads((launcher.run_dir / "pids").read_text())
+        assert set(launcher.pids) >= set(ports) | {"haproxy"}
+        assert await asyncio.to_thread(
+            wait_until, lambda: connections(ports[victim]) == 0, 30
+        )  # it serves again (its /metrics answers)
+
+        # Meanwhile the client on another notifier never lost its connection, and gets its
+        # job's events through it (a user's connections get their jobs' events).
+        job = await asyncio.to_thread(launcher.run_demo_job, token)
+        assert await wait_until_async(
+            lambda: any(
+                m.get("type") == "job_completed" and m.get("jobId") == job["jobId"]
+                for m in client.raw
+            ),
+            20,
+        ), client.raw
+        assert len(client.welcomes) == 1, client.welcomes
+        assert client.transport == "websocket"
+    finally:
+        await client.close()
     launcher.stop_cleanly(signal.SIGINT, STOP_BOUND)
