@@ -78,20 +78,32 @@ def compose_available() -> bool:
 
 
 def test_compose_file() -> None:
-    """The structure always; ``docker compose config -q`` too where a Compose v2 client is."""
+    """The structure always; ``docker compose config -q`` too where a Compose v2 client is:
+    HAProxy, the only published port of the stack, in front of three notifiers and the
+    API, with the configuration that api/loadbalancer.py makes for them."""
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"redis", "worker", "api", "notifier-2", "flower"} <= set(services)
+    servers = ["notifier-1", "notifier-2", "notifier-3", "api"]
+    assert {"redis", "worker", "loadbalancer", "flower", *servers} <= set(services)
     assert "redis-cli" in str(services["redis"]["healthcheck"]["test"])
-    for name in ("worker", "api", "notifier-2", "flower"):
+    for name in ("worker", "flower", *servers):
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy", name
-    for name in ("api", "notifier-2"):
+    lb = services["loadbalancer"]
+    assert lb["image"].startswith("haproxy:")
+    assert "./deploy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in lb["volumes"]
+    assert set(lb["depends_on"]) == set(servers)
+    assert lb["ports"] == ["8080:8080"]
+    proxy_address = lb["networks"]["jobcast"]["ipv4_address"]
+    for name in servers:
         assert "/readyz" in str(services[name]["healthcheck"]["test"]), name
-        assert services[name]["environment"]["JOBCAST_JWT_SECRET"].startswith(
-            "${JOBCAST_JWT_SECRET:?"
-        ), name
-    assert "8080:8080" in str(services["api"]["ports"])
-    assert "8081:8081" in str(services["notifier-2"]["ports"])
+        environment = services[name]["environment"]
+        assert environment["JOBCAST_JWT_SECRET"].startswith("${JOBCAST_JWT_SECRET:?"), name
+        assert environment["JOBCAST_TRUSTED_PROXIES"] == proxy_address, name
+        assert "ports" not in services[name], f"{name}: only the load balancer is published"
+        assert f"{name}:8080" in (REPO / "deploy" / "haproxy.cfg").read_text()
+        assert "--port" in services[name]["command"] and "8080" in services[name]["command"]
+    assert services["api"]["command"][3:5] == ["--app", "api.rest:app"]
+    assert all(services[f"notifier-{n}"]["command"][2] == "notifier" for n in (1, 2, 3))
     # Flower's /metrics answers without auth: published on the host's loopback only.
     assert all(str(port).startswith("127.0.0.1:") for port in services["flower"]["ports"])
     assert "ports" not in services["redis"] and "ports" not in services["worker"]

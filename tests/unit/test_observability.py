@@ -152,8 +152,13 @@ def test_compose_observability_profile_mounts_existing_files() -> None:
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     targets = {t for sc in jobs["jobcast"]["static_configs"] for t in sc["targets"]}
-    for name in ("api", "notifier-2"):
-        port = services[name]["ports"][0].split(":")[-1]
+    servers = [
+        name for name, service in services.items() if "/readyz" in str(service.get("healthcheck"))
+    ]
+    assert {"notifier-1", "notifier-2", "notifier-3", "api"} <= set(servers)
+    for name in servers:  # each directly, on the port its command gives
+        command = services[name]["command"]
+        port = command[command.index("--port") + 1]
         assert f"{name}:{port}" in targets, f"Prometheus does not scrape {name}"
 
 
