@@ -1,8 +1,10 @@
 """``jobcast watch``: follow one job with :class:`notifier.client.JobcastClient` and a
-terminal progress bar, then say how it ended.
+terminal progress bar, print its live output as it arrives, then say how it ended.
 
 On a terminal the bar is redrawn in place (``\\r``, erase line); into a pipe or a file each
-change is a line of its own, so logs read well too.
+change is a line of its own, so logs read well too. The job's output (``job_output``,
+assembled by offset) is written as it comes, above the bar: while its last line is
+unfinished the bar waits, and it is drawn again once the line ends.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, TextIO
 import socketio
 
 from notifier.client import JobcastClient
-from notifier.contract.events import JOB_COMPLETED, JOB_ERROR, JOB_STATUS_UPDATE
+from notifier.contract.events import JOB_COMPLETED, JOB_ERROR, JOB_OUTPUT, JOB_STATUS_UPDATE
 
 #: Exit statuses: the job completed, failed, or anything else (cancelled, not followed).
 EXIT_COMPLETED, EXIT_FAILED, EXIT_OTHER = 0, 1, 2
@@ -58,6 +60,10 @@ class ProgressBar:
         self.message = ""
         self.eta = ""
         self._last_line = ""
+        #: The output written so far ends a line (the bar may be drawn below it).
+        self._line_start = True
+        #: On a terminal, the bar is on the current line (erased before more output).
+        self._bar_shown = False
 
     def line(self) -> str:
         parts = [render_bar(self.progress, unicode=self.unicode), self.status]
@@ -85,23 +91,43 @@ class ProgressBar:
             self.eta = format_eta(data.get("etaSeconds"))
         self._draw()
 
+    def output(self, text: str) -> None:
+        """Write more of the job's output (above the bar, which waits for a line's end)."""
+        if not text:
+            return
+        if self._bar_shown:  # on a terminal: the bar's line is taken over by the text
+            self.out.write("\r\x1b[K")
+            self._bar_shown = False
+            self._last_line = ""  # drawn again below the text
+        self.out.write(text)
+        self._line_start = text.endswith("\n")
+        self.out.flush()
+        self._draw()
+
     def _draw(self) -> None:
         line = self.line()
-        if line == self._last_line:
+        if line == self._last_line or not self._line_start:
             return
         self._last_line = line
         if self.tty:
             columns = shutil.get_terminal_size((100, 24)).columns
             self.out.write("\r\x1b[K" + line[: max(20, columns - 1)])
+            self._bar_shown = True
         else:
             self.out.write(line + "\n")
         self.out.flush()
 
     def close(self) -> None:
-        """End the redrawn line (on a terminal) so what follows starts on a line of its own."""
-        if self.tty and self._last_line:
+        """End an unfinished line of output and the redrawn bar (on a terminal), showing
+        the last state, so what follows starts on a line of its own."""
+        if not self._line_start:
             self.out.write("\n")
-            self.out.flush()
+            self._line_start = True
+            self._draw()
+        if self._bar_shown:
+            self.out.write("\n")
+            self._bar_shown = False
+        self.out.flush()
 
 
 def _data(message: dict[str, Any]) -> dict[str, Any]:
@@ -120,11 +146,16 @@ async def follow(
     bar = ProgressBar(sys.stdout)
     client = JobcastClient(url, token, transports=transports)
     last: dict[str, Any] = {}
+    shown = 0  # code points of the job's output written so far
     try:
         async with asyncio.timeout(limit_seconds):
             await _connect(client)
             async for message in client.watch(job_id):
                 last = message
+                if message.get("type") == JOB_OUTPUT or message.get("snapshot"):
+                    text = client.output(job_id)  # assembled by offset, only ever longer
+                    bar.output(text[shown:])
+                    shown = len(text)
                 bar.update(message)
     except TimeoutError:
         bar.close()
@@ -161,6 +192,9 @@ def report_end(message: dict[str, Any]) -> int:
     if kind == JOB_COMPLETED:
         result = message.get("result")
         title = result.get("title") if isinstance(result, dict) else None
+        if isinstance(result, dict) and isinstance(result.get("content"), str):
+            # The job's output, already written as it came (the bundled task's result).
+            result = {**result, "content": f"<{len(result['content'])} characters, above>"}
         print(f"completed: {title or 'done'}")
         print("result: " + json.dumps(result, sort_keys=True, default=str), flush=True)
         return EXIT_COMPLETED

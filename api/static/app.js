@@ -3,7 +3,13 @@
 // the `ops` channel (every user's job errors, operators' messages) in a panel of its own.
 // Plain DOM code over jobcast-client.js; every text from the server goes in as text.
 
-import { JobcastClient, TERMINAL_STATES, compareEventIds, isTerminal } from "/static/jobcast-client.js";
+import {
+  JobcastClient,
+  TERMINAL_STATES,
+  codePointLength,
+  compareEventIds,
+  isTerminal,
+} from "/static/jobcast-client.js";
 
 const $ = (selector) => document.querySelector(selector);
 const STATUS_LABELS = {
@@ -230,6 +236,8 @@ function jobCard(job) {
     ),
     el("div", { class: "job-progress" }, progress, el("span", { class: "percent" }, "0%")),
     el("p", { class: "job-line" }, el("span", { class: "job-message" }), el("span", { class: "job-eta" })),
+    // The job's live output (job_output), growing as the task writes it.
+    el("pre", { class: "job-output", hidden: true, "aria-label": `Output of ${job.topic}` }),
     el("div", { class: "job-outcome" }),
     el("div", { class: "job-actions" }, cancel),
   );
@@ -250,11 +258,12 @@ function renderJob(job) {
   card.querySelector(".percent").textContent = `${percent}%`;
   card.querySelector(".job-message").textContent = job.message ?? "";
   card.querySelector(".job-eta").textContent = job.finished ? "" : formatEta(job.eta);
+  renderOutput(job);
   const outcome = card.querySelector(".job-outcome");
   outcome.replaceChildren();
   if (job.status === "completed" && job.result) {
     const rows = Object.entries(job.result)
-      .filter(([, value]) => ["string", "number", "boolean"].includes(typeof value))
+      .filter(([key, value]) => key !== "content" && ["string", "number", "boolean"].includes(typeof value))
       .map(([key, value]) => [el("dt", {}, key), el("dd", {}, String(value))]);
     outcome.append(el("dl", { class: "result" }, rows));
   }
@@ -264,6 +273,27 @@ function renderJob(job) {
   const cancel = card.querySelector(".job-actions button");
   cancel.hidden = job.finished;
   $("#jobs-empty").hidden = jobs.size > 0;
+}
+
+/** Show the job's output so far; keep it scrolled to the end while it grows (unless the
+ * reader scrolled up). */
+function renderOutput(job) {
+  const pre = job.el.querySelector(".job-output");
+  const text = job.output ?? "";
+  if (pre.textContent === text) return;
+  const following = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+  pre.textContent = text;
+  pre.hidden = text === "";
+  pre.dataset.length = String(job.outputLength ?? 0);
+  if (following) pre.scrollTop = pre.scrollHeight;
+}
+
+function onJobOutput(msg) {
+  const job = jobs.get(msg.jobId) ?? addJob({ jobId: msg.jobId, topic: "Job" });
+  job.output = session.client.output(msg.jobId); // assembled by offset in jobcast-client.js
+  job.outputLength = codePointLength(job.output);
+  job.outputChunks = (job.outputChunks ?? 0) + 1;
+  renderOutput(job);
 }
 
 function addJob(fields, { prepend = true } = {}) {
@@ -293,6 +323,11 @@ function onJobMessage(msg) {
   if (job.finished || isStale(job, msg.eventId)) return; // a terminal state is final
   const before = job.status;
   if (msg.eventId) job.eventId = msg.eventId;
+  if (msg.snapshot && typeof msg.data?.output === "string") {
+    job.output = session.client.output(msg.jobId);
+    job.outputLength = codePointLength(job.output);
+    job.outputTruncated = Boolean(msg.data.outputTruncated);
+  }
   if (msg.type === "job_status_update") {
     const data = msg.data ?? {};
     job.status = data.status ?? job.status;
@@ -331,6 +366,8 @@ function fromRest(rest) {
     errorCode: rest.errorCode,
     eventId: rest.eventId ?? null,
     finished: TERMINAL_STATES.has(rest.status),
+    // The list carries no output; a finished job's result holds it whole (`content`).
+    ...(typeof rest.result?.content === "string" ? { output: rest.result.content } : {}),
   };
 }
 
@@ -388,6 +425,14 @@ async function cancelJob(jobId) {
 // --- event log
 
 function logEvent(msg) {
+  // Output chunks show in their job's card (and are counted there), not in the log.
+  if (msg.type !== "job_output") addToLog(msg);
+  const stats = session.client.stats;
+  $("#counters").textContent = `${stats.received} received, ${stats.duplicates} duplicates dropped`;
+  $("#last-event-id").textContent = session.client.lastEventId ?? "—";
+}
+
+function addToLog(msg) {
   const text = [
     clock(msg.timestamp),
     msg.type,
@@ -395,6 +440,7 @@ function logEvent(msg) {
     msg.jobId ? msg.jobId.slice(0, 8) : "",
     msg.data?.status ?? "",
     typeof msg.data?.progress === "number" ? `${Math.round(msg.data.progress)}%` : "",
+    typeof msg.data?.outputLength === "number" ? `output ${msg.data.outputLength}` : "",
     msg.eventId ? `#${msg.eventId}` : "",
   ]
     .filter(Boolean)
@@ -404,9 +450,6 @@ function logEvent(msg) {
   const list = $("#events");
   list.prepend(el("li", {}, text));
   while (list.children.length > EVENT_LOG_LIMIT) list.lastChild.remove();
-  const stats = session.client.stats;
-  $("#counters").textContent = `${stats.received} received, ${stats.duplicates} duplicates dropped`;
-  $("#last-event-id").textContent = session.client.lastEventId ?? "—";
 }
 
 // --- admin
@@ -520,6 +563,7 @@ function startSession(token, user, demoUser = null) {
   client.on("transport", () => renderConnection());
   client.on("job_status_update", onJobMessage);
   client.on("job_completed", onJobMessage);
+  client.on("job_output", onJobOutput);
   client.on("job_error", onJobError);
   client.on("channel_message", onChannelMessage);
   client.on("system_notification", onNotification);

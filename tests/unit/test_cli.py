@@ -80,3 +80,29 @@ def test_url_defaults_to_the_configured_port() -> None:
     args = cli.build_parser().parse_args(["watch", "job-1"])
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+", args.url)
     assert args.transport == "websocket" and args.timeout is None
+
+
+def test_output_is_written_above_the_bar_which_waits_for_a_line_end() -> None:
+    out = io.StringIO()
+    bar = ProgressBar(out)
+    update = {"type": "job_status_update", "jobId": "j"}
+    bar.update({**update, "data": {"status": "processing", "progress": 10}})
+    bar.output("## Heading\n\nFirst words")
+    bar.update({**update, "data": {"status": "processing", "progress": 50}})  # waits
+    bar.output(" and the rest.\n\n")
+    bar.output("A last line")
+    bar.update({"type": "job_completed", "jobId": "j", "result": {}})
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("[") and "10%" in lines[0], lines
+    assert lines[1:5] == ["## Heading", "", "First words and the rest.", ""], lines
+    assert "50%" in lines[5], "the held bar is drawn once the line ended"
+    assert lines[6] == "A last line"
+    assert "100%" in lines[7] and "completed" in lines[7] and len(lines) == 8, lines
+
+
+def test_report_end_does_not_print_the_content_again(capsys: pytest.CaptureFixture[str]) -> None:
+    done = {"type": "job_completed", "result": {"title": "T", "content": "x" * 5000}}
+    assert report_end(done) == 0
+    out, _ = capsys.readouterr()
+    assert '"content": "<5000 characters, above>"' in out and "x" * 100 not in out

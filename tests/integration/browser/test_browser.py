@@ -30,6 +30,7 @@ from tests.support.helpers import Tokens, bearer
 from tests.support.keyspace import job_partition
 from tests.support.processes import Server
 from tests.support.waiting import wait_until
+from workers.tasks import content_text
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +131,10 @@ def test_job_runs_to_completion_over_websocket(
     sign_in(page, "user1")
     # The default transport: polling first, upgraded to WebSocket.
     page.wait_js("document.querySelector('#connection').dataset.transport === 'websocket'")
-    job_id = start_job_in_page(page, "Browsers over WebSocket", sections=5, seconds=0.4)
+    # A character outside the BMP in the topic (hence in the output): offsets count code
+    # points, which String.length does not.
+    topic = "Browsers over WebSocket 𝄞"
+    job_id = start_job_in_page(page, topic, sections=5, seconds=0.4)
     wait_status(page, job_id, "completed")
 
     state = page.job_state(job_id)
@@ -146,6 +150,13 @@ def test_job_runs_to_completion_over_websocket(
     assert any(0 < m["data"].get("progress", 0) < 100 for m in updates), "no live progress"
     assert any("etaSeconds" in m["data"] for m in updates), "no ETA in the updates"
     assert [m["type"] for m in messages].count("job_completed") == 1
+
+    # The live output, assembled by offset by jobcast-client.js, under the progress bar.
+    content = content_text(topic, 5)
+    assert page.js(f"{card(job_id)}.querySelector('.job-output').textContent") == content
+    assert page.js(f"window.jobcastDemo.client.output('{job_id}')") == content
+    chunks = page.js(f"window.jobcastDemo.jobs.get('{job_id}').outputChunks")
+    assert isinstance(chunks, int) and chunks > 1, f"the text did not grow live ({chunks})"
 
     with httpx.Client(base_url=demo_server.url, timeout=15) as http:
         wait_transport_on_server(http, tokens.admin, "websocket")
