@@ -3,6 +3,7 @@
 The bundled ``generate_content`` streams its sections (a topic with accents, an emoji and
 a character outside the BMP, so that offsets are counted in code points) over each
 transport; a subscriber that joins mid-job; a client whose connection is cut mid-stream;
+a chain whose members stream into the canvas job's output;
 a Socket.IO polling reader that stops polling (its outbox joins chunks); 100,000
 ``stream()`` calls in a tight loop; the ``JOBCAST_OUTPUT_MAX_BYTES`` cut; and the append
 script itself, on the Redis the tests run (one Redis, or a Redis Cluster). In every case
@@ -262,6 +263,32 @@ async def test_output_past_the_limit_is_cut_and_the_task_goes_on(
         "outputLength": len(expected),
         "outputTruncated": True,
     }
+
+
+async def test_a_chains_members_append_to_the_canvas_jobs_output_in_order(
+    stream_worker: None, sio_client: Any, http: httpx.AsyncClient, tokens: Any
+) -> None:
+    """A chain of three streaming tasks is one job: its output is theirs, in order."""
+    from celery import chain
+
+    from tests.support.fault_celery_app import streamed_text, streamer
+
+    user = "stream-chain-1"
+    token = tokens.make(user)
+    client = await sio_client(token)
+    pieces = ("first ", "second ", "third ")
+    job_id = await submit(
+        chain(*(streamer.si(30, piece, 0.005) for piece in pieces)),
+        user_id=user,
+        options={"countdown": 1},
+    )
+    assert (await client.request("subscribe_job", jobId=job_id))["type"] == "subscribed"
+    done = await client.wait_for(is_terminal(job_id), within=60, what="the chain's end")
+    assert done["type"] == "job_completed", done
+    await client.settle()
+    expected = "".join(streamed_text(30, piece) for piece in pieces)
+    check_stream(client.messages, job_id, expected)
+    assert (await rest_output(http, token, job_id))["output"] == expected
 
 
 def test_the_append_script_cuts_at_a_code_point_and_stops_at_the_outcome(
