@@ -190,6 +190,12 @@ def test_job_runs_to_completion_over_polling(
         and "Generated Content: Browsers over long-polling" in state["text"]
     ), state
     assert page.text(selector="#conn-transport") == "polling", "the forced fallback upgraded"
+    # Every long-poll carried the routing hint: user2's sub (2), for a load balancer.
+    polls = page.js(
+        "performance.getEntriesByType('resource').map((e) => e.name)"
+        ".filter((url) => url.includes('/ws/job-status/'))"
+    )
+    assert polls and all("uid=2&" in url or url.endswith("uid=2") for url in polls), polls
     messages = job_log(page, job_id)
     assert_clean_history(messages, job_id)
     assert any(
