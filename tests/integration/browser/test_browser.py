@@ -491,8 +491,8 @@ def test_vendor_file_comes_from_node_modules() -> None:
 
 
 def test_showcase_screenshot(page: Page, demo_server: DemoServer, server: Server) -> None:
-    """Several jobs at once (done, failed, running) and a toast: the page the README shows
-    (docs/demo-page.png is a copy of the artifact this test saves)."""
+    """Several jobs at once (done, failed, running, each with its text) and a toast: the page
+    the README shows (docs/demo-page.png is a copy of the artifact this test saves)."""
     open_page(page, demo_server.url)
     sign_in(page, "user1")
     page.wait_js("document.querySelector('#connection').dataset.transport === 'websocket'")
