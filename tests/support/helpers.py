@@ -274,7 +274,9 @@ async def connect_sio(
     return client
 
 
-async def refused_sio(url: str, token: str | None, transports: list[str]) -> dict[str, Any]:
+async def refused_sio(
+    url: str, token: str | None, transports: list[str], headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Connect expecting a refusal; returns the ``connect_error`` payload
     (``{"message": ..., "data": {"code": ...}}``).
 
@@ -289,6 +291,7 @@ async def refused_sio(url: str, token: str | None, transports: list[str]) -> dic
             socketio_path=SOCKETIO_PATH,
             transports=transports,
             auth={"token": token} if token is not None else None,
+            headers=headers or {},
             wait=False,
         )
         answered = await wait_until_async(
