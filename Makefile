@@ -1,5 +1,6 @@
 # jobcast: one entry point for setting up, running and checking.
 #   make run    the whole stack (Redis if none answers, worker, API on :8080, Flower on :5555)
+#   make run-cluster   the same scaled out (Redis Cluster, 3 notifiers behind HAProxy)
 #   make test   unit tests, then integration tests (real Redis, worker and uvicorn processes,
 #               and a headless Chromium for the demo page), then the transport-sensitive
 #               integration tests again on the stock transport (JOBCAST_FAST_TRANSPORT=false)
@@ -44,7 +45,7 @@ MATRIX := .matrix
 
 help:
 	@echo "make run             start Redis (if none answers), a worker, the API and Flower"
-	@echo "make run-cluster     the same on a local Redis Cluster (3+3 nodes) and a broker Redis"
+	@echo "make run-cluster     the same scaled out: Redis Cluster (3+3), broker Redis, 3 notifiers behind HAProxy"
 	@echo "make test            unit tests, integration tests, transport tests on the stock path"
 	@echo "make test-matrix     transport tests at the lowest and the locked dependency versions"
 	@echo "make lock            refresh requirements/*.txt (ARGS=--upgrade for newer releases)"
@@ -136,7 +137,8 @@ $(WEB_STAMP): package.json package-lock.json
 run: venv web
 	$(BIN)/python -m api.launcher $(ARGS)
 
-# The scaled topology: a 3-master + 3-replica Redis Cluster and a standalone broker Redis.
+# The scaled topology: a 3-master + 3-replica Redis Cluster, a standalone broker Redis, three
+# notifiers (restarted when they die) behind HAProxy on JOBCAST_HTTP_PORT (docs/scaling.md).
 run-cluster: venv web
 	$(BIN)/python -m api.launcher --cluster $(ARGS)
 

@@ -167,6 +167,7 @@ async def test_run_cluster_restarts_a_dead_notifier_while_the_others_serve(
     ports = notifier_ports(launcher)
     assert set(ports) == {"notifier-1", "notifier-2", "notifier-3"}
     token = launcher.wait_for("token: ", START_BOUND).split()[1]
+    admin = launcher.wait_for("admin-token: ", START_BOUND).split()[1]
     url = f"http://127.0.0.1:{launcher.http_port}"
     client = RecordingClient(url, token, user="1", transports=["websocket"])
     try:
@@ -203,6 +204,13 @@ async def test_run_cluster_restarts_a_dead_notifier_while_the_others_serve(
         ), client.raw
         assert len(client.welcomes) == 1, client.welcomes
         assert client.transport == "websocket"
+        # The statistics, asked through HAProxy, count the connection wherever it is.
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            answer = await http.get(
+                "/api/v1/websocket/stats", headers={"Authorization": f"Bearer {admin}"}
+            )
+        stats = answer.json()["data"]
+        assert stats["activeConnections"] >= 1, stats
     finally:
         await client.close()
     launcher.stop_cleanly(signal.SIGINT, STOP_BOUND)
