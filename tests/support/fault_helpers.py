@@ -29,15 +29,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
-import pytest
-
 from notifier.client import JobcastClient
 from notifier.contract.events import TERMINAL_TYPES, parse_event_id
 from tests.support.env import REPO, child_env, free_port
 from tests.support.keyspace import user_partition
-from tests.support.processes import START_TIMEOUT, log_tail, running_worker, stop_process
-from tests.support.waiting import wait_until, wait_until_async
+from tests.support.processes import (
+    log_tail,
+    ready_or_fail,
+    running_worker,
+    stop_process,
+)
+from tests.support.waiting import wait_until_async
 
 INBOX_TYPES = ("job_completed", "job_error", "system_notification", "maintenance_notification")
 
@@ -62,6 +64,7 @@ class ServerProc:
         name: str = "server",
     ) -> None:
         self.module = module
+        self.name = name
         self.env = env or child_env()
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -74,15 +77,6 @@ class ServerProc:
     def pid(self) -> int:
         assert self.proc is not None, "not started"
         return self.proc.pid
-
-    def _ready(self) -> bool:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return True
-        try:
-            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
 
     def start(self) -> None:
         """Start (blocking until ``/readyz`` is 200). Call from a thread in async tests."""
@@ -100,13 +94,14 @@ class ServerProc:
             )
         self.pids.append(self.proc.pid)
         proc = self.proc
-        if not wait_until(self._ready, START_TIMEOUT, interval=0.1) or proc.poll() is not None:
-            code = proc.poll()
-            self.stop()
-            pytest.fail(
-                f"{self.module} on port {self.port} did not become ready (exit code {code}):\n"
-                f"{log_tail(self.log_path)}"
-            )
+        ready_or_fail(
+            proc,
+            f"{self.url}/readyz",
+            f"{self.module} on port {self.port}",
+            lambda: log_tail(self.log_path),
+            self.stop,
+            interval=0.1,
+        )
 
     def kill9(self) -> None:
         """SIGKILL the process and its group: no lifespan shutdown, no clean-up in Redis."""
@@ -124,25 +119,33 @@ class ServerProc:
         return self.log_path.read_text(errors="replace")
 
 
+def start_all(*procs: ServerProc) -> None:
+    """Start ``procs`` side by side (blocking until each is ready); if one fails, every one
+    of them is stopped and the first failure raised."""
+    failures: list[BaseException] = []
+
+    def start(proc: ServerProc) -> None:
+        try:
+            proc.start()
+        except BaseException as exc:  # pytest.fail raises an OutcomeException
+            failures.append(exc)
+
+    threads = [threading.Thread(target=start, args=(p,)) for p in procs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        for proc in procs:
+            proc.stop()
+        raise failures[0]
+
+
 @contextlib.contextmanager
 def servers(*procs: ServerProc) -> Iterator[tuple[ServerProc, ...]]:
     """Start ``procs`` side by side; stop every one of them by PID when the block ends."""
     try:
-        failures: list[BaseException] = []
-
-        def start(proc: ServerProc) -> None:
-            try:
-                proc.start()
-            except BaseException as exc:  # pytest.fail raises an OutcomeException
-                failures.append(exc)
-
-        threads = [threading.Thread(target=start, args=(p,)) for p in procs]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if failures:
-            raise failures[0]
+        start_all(*procs)
         yield procs
     finally:
         for proc in procs:

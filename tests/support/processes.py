@@ -21,7 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -210,14 +210,40 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
+def ready_or_fail(
+    proc: subprocess.Popen[bytes],
+    ready_url: str,
+    what: str,
+    logs: Callable[[], str],
+    stop: Callable[[], None],
+    *,
+    interval: float,
+) -> None:
+    """Wait (at most :data:`START_TIMEOUT`) until ``ready_url`` answers 200; if it never
+    does or ``proc`` exits, ``stop()`` and fail the test with ``logs()``."""
+    import httpx
+
+    def exited_or_ready() -> bool:
+        if proc.poll() is not None:
+            return True
+        try:
+            return httpx.get(ready_url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    if wait_until(exited_or_ready, START_TIMEOUT, interval=interval) and proc.poll() is None:
+        return
+    code = proc.poll()
+    stop()
+    pytest.fail(f"{what} did not become ready (exit code {code}):\n{logs()}")
+
+
 @contextlib.contextmanager
 def running_http_child(
     args: list[str], log_path: Path, ready_url: str, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``python <args>`` (from the repository, in a session of its own), ready once
     ``ready_url`` answers 200, until the block ends."""
-    import httpx
-
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, *args],
@@ -228,20 +254,15 @@ def running_http_child(
             start_new_session=True,
         )
 
-    def ready() -> bool:
-        if proc.poll() is not None:
-            return True
-        try:
-            return httpx.get(ready_url, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        if not wait_until(ready, START_TIMEOUT, interval=0.2) or proc.poll() is not None:
-            pytest.fail(
-                f"python {' '.join(args)} did not become ready (exit code {proc.poll()}):\n"
-                f"{log_tail(log_path)}"
-            )
+        ready_or_fail(
+            proc,
+            ready_url,
+            f"python {' '.join(args)}",
+            lambda: log_tail(log_path),
+            lambda: None,  # stopped below
+            interval=0.2,
+        )
         yield proc
     finally:
         stop_process(proc, group=True)
