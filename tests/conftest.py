@@ -8,9 +8,10 @@ existing Redis instead of starting one (it is flushed too, and cannot be restart
 
 Layout: ``tests/unit`` (no ``integration`` marker: ``pytest -m "not integration"``) and
 ``tests/integration/<area>`` (each module's ``pytestmark``: ``pytest -m integration``), with
-the areas auth, browser, celery, cli, cluster, delivery, rest, security (its limits in
-``security/limits``, with a server of their own) and transport; a hook below refuses a
-test that is elsewhere or marked against its directory. Only fixtures and hooks live
+the areas auth, browser, celery, cli, cluster, delivery, rest, scaling (notifiers behind a
+real HAProxy and nginx), security (its limits in ``security/limits``, with a server of
+their own) and transport; a hook below refuses a test that is elsewhere or marked against
+its directory. Only fixtures and hooks live
 here; what tests import is in ``tests/support``.
 """
 
