@@ -52,7 +52,7 @@ def announce(
         listed = ", ".join(
             f"notifier-{n} 127.0.0.1:{port}" for n, port in enumerate(notifier_ports, 1)
         )
-        print(f"  behind: HAProxy on :{s.http_port} (hashing uid): {listed}", flush=True)
+        print(f"  behind: HAProxy on :{s.http_port} (by partition): {listed}", flush=True)
     print(f"  logs:   {run_dir}/{{worker,{','.join(servers)},flower}}.log", flush=True)
     try:
         token = dev_token(s, 1, username="demo-user", ttl_seconds=TOKEN_TTL_SECONDS, secret=secret)

@@ -147,8 +147,8 @@ class Launcher:
 
     def notifier_children(self, env: dict[str, str]) -> list[ChildSpec]:
         """``notifier-1`` ... on 127.0.0.1 and free ports, and HAProxy on
-        ``JOBCAST_HTTP_HOST:JOBCAST_HTTP_PORT`` hashing the routing hint over them
-        (:mod:`api.loadbalancer`)."""
+        ``JOBCAST_HTTP_HOST:JOBCAST_HTTP_PORT`` hashing the routing hint's partition over
+        them (:mod:`api.loadbalancer`)."""
         s = self.settings
         binary = loadbalancer.haproxy_binary()
         if binary is None:
@@ -164,6 +164,7 @@ class Launcher:
                 for n, port in enumerate(self.notifier_ports, 1)
             ],
             heartbeat_seconds=s.heartbeat_seconds,
+            partitions=s.partitions,
         )
         config = self.run_dir / "haproxy.cfg"
         config.write_text(loadbalancer.haproxy_config(topology))

@@ -7,29 +7,38 @@ The committed files (the ``docker compose`` topology), ``make run-cluster`` and 
 load balancers are all made here, so what the tests exercise is what is deployed.
 
 Routing (SPEC section 10): every client sends the routing hint ``uid`` (the token's
-``sub``) in the query of every Socket.IO and native request, and the load balancer hashes
-it on a consistent-hash ring. All of a user's requests (each Engine.IO long-poll, the
-WebSocket upgrade, every reconnection) reach one notifier, which is the stickiness
-long-polling needs; and each notifier carries only its users, so it reads only their
-partitions of the event streams, which is what lets N notifiers cost Redis about what one
-costs. When a notifier leaves or joins, the consistent hash moves about 1/N of the users.
-Requests without a hint are hashed on the client's address instead (still sticky, as
-Socket.IO's own docs advise); REST and the demo page go round-robin to the API.
+``sub``) in the query of every Socket.IO and native request. The load balancer computes
+the user's partition from it as jobcast does (CRC-32 of the id modulo
+``JOBCAST_PARTITIONS``: HAProxy with its ``crc32`` and ``mod`` converters, nginx with a
+small njs function, deploy/nginx/jobcast_route.js) and hashes that on a consistent-hash
+ring. All of a user's requests (each Engine.IO long-poll, the WebSocket upgrade, every
+reconnection) reach one notifier, which is the stickiness long-polling needs; and all the
+users of a partition share that notifier, so each partition's streams are read by one
+notifier only, which is what lets N notifiers cost Redis about what one costs. (Hashing
+the user id itself would scatter a partition's users over every notifier, and every
+notifier would read nearly every partition once users outnumber partitions.) When a
+notifier leaves or joins, the consistent hash moves about 1/N of the partitions, and their
+users. Requests without a hint are hashed on the client's address instead (still sticky,
+as Socket.IO's own docs advise); REST and the demo page go round-robin to the API.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from notifier.contract.endpoints import NATIVE_PATH, ROUTING_HINT, SOCKETIO_PATH
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+#: nginx's route function (njs): the user's partition from the routing hint.
+NGINX_ROUTE_JS = DEPLOY / "nginx" / "jobcast_route.js"
 #: The paths hashed on the routing hint: Socket.IO and the native endpoint.
 REALTIME_PATHS = (SOCKETIO_PATH, NATIVE_PATH)
 
@@ -61,13 +70,20 @@ class Topology:
     #: On a reload, the old process closes its connections after this long (clients then
     #: reconnect through the new configuration).
     drain_seconds: int = 30
-    #: ``uid`` (the product) or ``roundrobin`` (the tests' comparison: what every notifier
-    #: reading every partition costs).
+    #: ``uid`` (the product: the user's partition, hashed) or ``roundrobin`` (the tests'
+    #: comparison: what every notifier reading every partition costs).
     balance: str = "uid"
+    #: ``JOBCAST_PARTITIONS`` of the deployment: the load balancer computes the user's
+    #: partition as jobcast does, so it must be the same number.
+    partitions: int = 64
     #: Test runs: the files nginx writes (pid, temporary files) go here.
     run_dir: Path | None = None
     #: nginx only: the worker processes' user when started as root.
     nginx_user: str | None = None
+    #: nginx only: the njs module to load (a path, or relative to nginx's prefix: the
+    #: official image's) and where the route function is (:data:`NGINX_ROUTE_JS`).
+    njs_module: str = "modules/ngx_http_js_module.so"
+    njs_script: str = "/etc/nginx/jobcast_route.js"
     #: HAProxy: re-resolve the servers' names through this DNS server (Docker's is
     #: 127.0.0.11), so it starts before the containers and follows their restarts.
     resolver: str | None = None
@@ -77,6 +93,8 @@ class Topology:
             raise ValueError("a load balancer needs at least one notifier")
         if self.balance not in ("uid", "roundrobin"):
             raise ValueError(f"balance: uid or roundrobin, not {self.balance!r}")
+        if self.partitions < 1:
+            raise ValueError(f"partitions: at least 1, not {self.partitions}")
 
     @property
     def idle_seconds(self) -> int:
@@ -89,6 +107,25 @@ class Topology:
         return self.api or self.notifiers
 
 
+#: Where Debian's libnginx-mod-http-js puts the njs module.
+DEBIAN_NJS_MODULE = "/usr/lib/nginx/modules/ngx_http_js_module.so"
+
+
+def on_this_machine(run_dir: Path, **options: Any) -> Topology:
+    """A :class:`Topology` for load balancers started here from the repository (the
+    launcher's, the tests'): nginx's files in ``run_dir``, its workers as root when it is
+    started as root, Debian's njs module where installed, the route function from
+    deploy/."""
+    njs_module = DEBIAN_NJS_MODULE if Path(DEBIAN_NJS_MODULE).exists() else Topology.njs_module
+    defaults: dict[str, Any] = {
+        "run_dir": run_dir,
+        "nginx_user": "root" if os.geteuid() == 0 else None,
+        "njs_module": njs_module,
+        "njs_script": str(NGINX_ROUTE_JS),
+    }
+    return Topology(**{**defaults, **options})
+
+
 def haproxy_binary() -> str | None:
     """HAProxy from PATH or Debian's /usr/sbin (not on a user's PATH), or None."""
     found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
@@ -96,13 +133,16 @@ def haproxy_binary() -> str | None:
 
 
 def haproxy_config(t: Topology) -> str:
-    """An HAProxy (2.4+) configuration for ``t``."""
+    """An HAProxy (2.6+: ``balance hash``) configuration for ``t``."""
     idle = t.idle_seconds
     check = "inter 2s fastinter 500ms fall 2 rise 2 on-marked-down shutdown-sessions"
     if t.resolver:
         check += " resolvers dns init-addr last,libc,none"
     hashing = (
-        f"balance url_param {ROUTING_HINT}\n    hash-type consistent"
+        "# The user's partition as jobcast computes it: CRC-32 of the hint, modulo\n"
+        "    # JOBCAST_PARTITIONS (which this number must equal).\n"
+        f"    balance hash url_param({ROUTING_HINT}),url_dec,crc32,mod({t.partitions})\n"
+        "    hash-type consistent"
         if t.balance == "uid"
         else "balance roundrobin"
     )
@@ -129,11 +169,12 @@ resolvers dns
 # jobcast: HAProxy in front of the notifiers. Made by `python -m api.loadbalancer`
 # (api/loadbalancer.py); edit there, not here.
 #
-# Socket.IO and the native WebSocket are hashed on the routing hint `uid` (the user id,
-# which every jobcast client adds to every request) on a consistent-hash ring: a user's
-# long-polls, WebSocket and reconnections all reach one notifier, and each notifier
-# carries, and reads the streams of, only its users. Without a hint: hashed on the
-# client's address (still sticky). REST and the demo page: round-robin.
+# Socket.IO and the native WebSocket are routed by the user's partition, computed from
+# the routing hint `uid` (the user id, which every jobcast client adds to every request)
+# and hashed on a consistent-hash ring: a user's long-polls, WebSocket and reconnections
+# all reach one notifier, and each partition's users share one, which alone reads that
+# partition's streams. Without a hint: hashed on the client's address (still sticky).
+# REST and the demo page: round-robin.
 
 global
     # No maxconn: HAProxy sizes it from the open-file limit (ulimit -n) it is given.
@@ -189,8 +230,9 @@ backend api
 
 
 def nginx_config(t: Topology) -> str:
-    """A whole ``nginx.conf`` (nginx 1.18+) for ``t``. Open-source nginx checks servers
-    only passively (a failed connection marks one down for ``fail_timeout``)."""
+    """A whole ``nginx.conf`` (nginx 1.18+ with the njs module) for ``t``. Open-source
+    nginx checks servers only passively (a failed connection marks one down for
+    ``fail_timeout``)."""
     idle = t.idle_seconds
     run = t.run_dir
     paths = (
@@ -234,12 +276,14 @@ error_log {run}/nginx-error.log notice;
 # jobcast: nginx in front of the notifiers. Made by `python -m api.loadbalancer`
 # (api/loadbalancer.py); edit there, not here.
 #
-# Socket.IO and the native WebSocket are hashed on the routing hint `uid` (the user id,
-# which every jobcast client adds to every request) on a consistent-hash ring: a user's
-# long-polls, WebSocket and reconnections all reach one notifier, and each notifier
-# carries, and reads the streams of, only its users. Without a hint: hashed on the
-# client's address (still sticky). REST and the demo page: round-robin.
+# Socket.IO and the native WebSocket are routed by the user's partition, computed from
+# the routing hint `uid` (the user id, which every jobcast client adds to every request)
+# by jobcast_route.js and hashed on a consistent-hash ring: a user's long-polls, WebSocket
+# and reconnections all reach one notifier, and each partition's users share one, which
+# alone reads that partition's streams. Without a hint: hashed on the client's address
+# (still sticky). REST and the demo page: round-robin.
 
+load_module {t.njs_module};
 {user}worker_processes 1;
 {paths}# A reload (nginx -s reload): old workers close what they still hold after this, and
 # those clients reconnect through the new configuration.
@@ -256,10 +300,13 @@ http {{
         default upgrade;
         ""      close;
     }}
-    map $arg_{ROUTING_HINT} $jobcast_route {{
-        ""      $remote_addr;
-        default $arg_{ROUTING_HINT};
+    # The user's partition ("p<n>"), or the client's address without a hint.
+    # JOBCAST_PARTITIONS: this number must equal it.
+    map "" $jobcast_partitions {{
+        default {t.partitions};
     }}
+    js_import jobcast from {t.njs_script};
+    js_set $jobcast_route jobcast.route;
 
     upstream notifiers {{
         {route}

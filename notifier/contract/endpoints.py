@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 #: Socket.IO (Engine.IO polling and WebSocket).
 SOCKETIO_PATH = "/ws/job-status"
@@ -38,5 +38,7 @@ def with_routing_hint(url: str, uid: str | None) -> str:
         return url
     parts = urlsplit(url)
     kept = [(k, v) for k, v in parse_qsl(parts.query) if k != ROUTING_HINT]
-    query = urlencode([*kept, (ROUTING_HINT, uid)])
+    # Percent-encoded (%20, not "+"), as engine.io-client encodes it: the load balancers
+    # decode the hint before hashing it.
+    query = urlencode([*kept, (ROUTING_HINT, uid)], quote_via=quote)
     return urlunsplit(parts._replace(query=query))

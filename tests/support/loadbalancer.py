@@ -15,7 +15,6 @@ Every process is started here and stopped by PID (SIGTERM, a bounded wait, SIGKI
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -26,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.loadbalancer import Server, Topology, haproxy_config, nginx_config
+from api.loadbalancer import Server, Topology, haproxy_config, nginx_config, on_this_machine
 from tests.support.env import child_env, free_port, missing_tool
 from tests.support.fault_helpers import ServerProc, parse_metrics, start_all
 from tests.support.processes import START_TIMEOUT, log_tail, ready_or_fail, stop_process
@@ -66,14 +65,13 @@ class LoadBalancer:
         self._generation = 0
 
     def topology(self, notifiers: Sequence[ServerProc], *, balance: str = "uid") -> Topology:
-        return Topology(
+        return on_this_machine(
+            self.dir,
             bind=f"127.0.0.1:{self.port}",
             notifiers=[Server(n.name, f"127.0.0.1:{n.port}") for n in notifiers],
             heartbeat_seconds=float(child_env()["JOBCAST_HEARTBEAT_SECONDS"]),
             drain_seconds=DRAIN_SECONDS,
             balance=balance,
-            run_dir=self.dir,
-            nginx_user="root" if os.geteuid() == 0 else None,
         )
 
     def _write(self, topology: Topology) -> Path:

@@ -46,7 +46,7 @@ def test_no_hint_from_what_is_not_a_token(token: str) -> None:
 
 
 def test_the_hint_goes_into_the_url_replacing_any() -> None:
-    assert with_routing_hint("http://h:1", "a b") == "http://h:1?uid=a+b"
+    assert with_routing_hint("http://h:1", "a b/ü") == "http://h:1?uid=a%20b%2F%C3%BC"
     assert with_routing_hint("http://h:1/?x=1&uid=old", "new") == "http://h:1/?x=1&uid=new"
     assert with_routing_hint("http://h:1?x=1", None) == "http://h:1?x=1"
 

@@ -3,11 +3,11 @@ configurations of ``api/loadbalancer.py`` (what ``deploy/`` ships), real ``pytho
 processes, real Socket.IO clients over long-polling and WebSocket, the session's Redis.
 
 - Affinity: every request of a user (each long-poll, the WebSocket) reaches one notifier,
-  and each notifier reads only its users' partitions.
+  all the users of a partition share one (the load balancer computes the partition from
+  the hint as jobcast does), and each notifier reads only its users' partitions.
 - Redis egress per event delivered, against one notifier: round-robin routing (the
-  comparison) costs about 3x once users share partitions; hashed routing should cost about
-  1x. It does not yet (the configurations hash the user, not the partition): that check is
-  an expected failure, with the measured figures, until the product changes.
+  comparison) costs about 3x once users share partitions; routing by the hint's
+  partition about 1x (at most 1.2x).
 - A notifier killed mid-stream: only its users reconnect, and they recover everything.
 - A notifier joining (the load balancer reloaded): about a quarter of the users move,
   polling ones through Engine.IO's "session not found"; nothing is lost.
@@ -302,6 +302,13 @@ async def test_affinity(
     home = {u: w[0] for u, w in where.items()}
     share = Counter(home.values())
     assert len(share) == NOTIFIERS, f"a notifier got nobody: {share}"
+    # The load balancer computed each user's partition as jobcast does: all the users of
+    # a partition are on one notifier.
+    holders: defaultdict[int, set[str]] = defaultdict(set)
+    for user, name in home.items():
+        holders[partitions[user]].add(name)
+    shared = {p: sorted(n) for p, n in holders.items() if len(n) > 1}
+    assert not shared, f"partitions whose users are on several notifiers: {shared}"
     read = {}
     for proc in procs:
         connections = gauge(samples[proc.name], "jobcast_connections")
@@ -362,12 +369,6 @@ async def test_redis_egress(
     ratios = {k: round(v / figures["one"], 2) for k, v in figures.items()}
     print(f"\n{kind}: Redis bytes per event {figures}, against one notifier {ratios}")
     assert figures["roundrobin"] >= 2 * figures["one"], figures
-    if figures["uid"] > 1.2 * figures["one"]:
-        # Reported to the lead: the configurations hash the user id, so the users of one
-        # partition land on every notifier and each of them reads that partition; hashing
-        # the partition (HAProxy: url_param(uid),crc32,mod(64), which is keys.py's CRC-32)
-        # measured 1.02x. When that is fixed, this line goes and the assertion below holds.
-        pytest.xfail(f"product, issue 15: uid hashing costs {ratios} of one notifier's egress")
     assert figures["uid"] <= 1.2 * figures["one"], figures
 
 
