@@ -36,10 +36,12 @@ from workers.tasks import content_text
 pytestmark = [pytest.mark.integration, pytest.mark.single_redis]
 
 USER = "results-user"
-#: jobcast's limit on a result in ``job_completed`` (the lowest allowed): a short topic's
-#: result fits, a long one's does not.
-MAX_BYTES = 256
+#: jobcast's limit on a result in ``job_completed``: a short topic's result (its text of at
+#: most 4 sections included, about 1.2 KB) fits; a long topic's of :data:`LONG_SECTIONS`
+#: sections (about 4.5 KB) does not.
+MAX_BYTES = 2048
 LONG_TOPIC = "a topic long enough to push the result over the limit " * 3
+LONG_SECTIONS = 10
 
 
 @dataclass
@@ -152,8 +154,8 @@ async def completed_job(
 async def truncated_job(stack: Stack, tokens: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """A job whose result is over :data:`MAX_BYTES`, to its end: REST's result (the
     truncation marker, checked against the full result) and the full result."""
-    job_id, job, _ = await completed_job(stack, tokens, LONG_TOPIC, 1, 0)
-    expected = full_result(job_id, LONG_TOPIC, 1)
+    job_id, job, _ = await completed_job(stack, tokens, LONG_TOPIC, LONG_SECTIONS, 0)
+    expected = full_result(job_id, LONG_TOPIC, LONG_SECTIONS)
     encoded = orjson.dumps(expected)
     marker: dict[str, Any] = job["result"]
     assert marker["truncated"] is True, marker
