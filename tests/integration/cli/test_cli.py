@@ -25,6 +25,7 @@ import pytest
 from tests.support.env import REPO, child_env
 from tests.support.helpers import Tokens, bearer, start_job
 from tests.support.processes import Server
+from workers.tasks import content_text
 
 pytestmark = pytest.mark.integration
 
@@ -121,6 +122,11 @@ def test_submit_then_watch_in_a_terminal_reaches_100_and_exits_0(server: Server)
     assert seen == sorted(seen), f"the bar went backwards: {seen}"
     assert "completed: Generated Content: CLI pty" in text
     assert f'"contentId": "content-{job_id}"' in text
+    # The job's live output, written as it arrived above the bar: every line of it.
+    plain = ANSI.sub("", text)
+    for line in filter(None, content_text("CLI pty", 4).splitlines()):
+        assert line in plain, f"output line missing: {line!r}"
+    assert f'"content": "<{len(content_text("CLI pty", 4))} characters, above>"' in text
 
 
 def test_watch_a_failing_job_exits_1_with_the_error(server: Server) -> None:
@@ -135,6 +141,9 @@ def test_watch_a_failing_job_exits_1_with_the_error(server: Server) -> None:
     assert re.fullmatch(r"[0-9a-f-]{36}", lines[0]), lines
     assert "\r" not in result.stdout, "into a pipe each change is a line of its own"
     assert any("failed" in line for line in lines[1:]), result.stdout
+    # The output of the section written before the failure, each line of it whole.
+    for line in filter(None, content_text("Doomed", 3).split("## Section 2")[0].splitlines()):
+        assert line in lines, f"output line missing: {line!r}"
 
 
 async def test_watch_a_cancelled_job_exits_2(
