@@ -206,13 +206,15 @@ def test_stats_as_admin_and_refused_for_a_user(server: Server, tokens: Tokens) -
 
 
 def _publish_jobs(client: Any, settings: Any, users: list[str]) -> dict[str, str]:
-    """For each user: a finished job and a running one; returns each user's terminal id."""
+    """For each user: a finished job with live output and a running one; returns each user's
+    terminal id."""
     from notifier.contract.events import job_completed, status_update
-    from notifier.core.bus import publish_sync
+    from notifier.core.bus import append_output_sync, publish_sync
 
     ends = {}
     for user in users:
         publish_sync(client, status_update(f"{user}-done", user, "queued"), settings)
+        append_output_sync(client, f"{user}-done", user, f"written by {user} ☕", settings)
         ends[user] = str(
             publish_sync(client, job_completed(f"{user}-done", user, {"u": user}), settings)
         )
@@ -282,6 +284,7 @@ async def test_migrate_partitions_moves_every_job_and_records_the_new_count(
                 running = await store.find_job(aclient, space, f"{user}-run")
                 assert finished is not None and finished.state == "completed"
                 assert finished.terminal is not None and finished.terminal["result"] == {"u": user}
+                assert finished.output == f"written by {user} ☕", "the live output moved too"
                 assert running is not None and running.state == "started"
                 listed = {s.job_id for s in await store.user_jobs(aclient, part, user)}
                 assert listed == {f"{user}-done", f"{user}-run"}
