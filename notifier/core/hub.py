@@ -190,7 +190,9 @@ class Hub:
         conn.jobs.add(job_id)
         key = parse_event_id(snapshot["eventId"])
         conn.cursors[job_id] = max(key, conn.cursors.get(job_id, key))
-        self._send(conn, job_id, snapshot, None, SMALL)  # always: it answers the subscribe
+        # Always sent (it answers the subscribe), counted at its size: its output may be
+        # large, and the outbox's bound must see it.
+        self._send(conn, job_id, snapshot, None, SMALL + _output_size(snapshot))
         for event in held:
             self._deliver(conn, event, event.message())
 
@@ -317,6 +319,15 @@ def _job_recipients(
     if len(groups) == 1:
         return groups[0]  # the index itself: dispatch iterates over a copy
     return set().union(*groups)
+
+
+def _output_size(snapshot: dict[str, Any]) -> int:
+    """The bytes of a snapshot's ``data.output`` (UTF-8: at most 4 a code point)."""
+    data = snapshot.get("data")
+    output = data.get("output") if isinstance(data, dict) else None
+    if not isinstance(output, str) or not output:
+        return 0
+    return len(output) if output.isascii() else len(output.encode())
 
 
 def _size(event: StreamEvent) -> int:

@@ -13,10 +13,13 @@ delivery to the others nor grow the server's memory without bound. While a progr
 update of a job waits unsent, a newer one for the same job replaces it (status changes and
 terminal events are never merged). While a ``job_output`` chunk of a job waits unsent, the
 next chunk of that job (contiguous by offset) is joined to it: one message with the first
-offset, the texts concatenated, the newest ``eventId`` — no text is dropped, and nothing
-moves after a status change, a terminal event or a snapshot of the job, which end the
-joining. Past ``limit`` bytes the connection is closed with reason ``slow_consumer``; the
-client recovers by replay (and the snapshot's output) when it reconnects.
+offset, the texts concatenated, the newest ``eventId`` — no text is dropped. Nothing of a
+job moves past another message of that job: a progress update queued after a chunk ends
+the joining (the next chunk goes after it), as a chunk queued after a progress update
+ends its replacing, and a status change, a terminal event or a snapshot end both. Past
+``limit`` bytes the connection is closed with reason ``slow_consumer`` (an empty outbox
+takes any one message, a snapshot carrying a large output included); the client recovers
+by replay (and the snapshot's output) when it reconnects.
 """
 
 from __future__ import annotations
@@ -163,12 +166,15 @@ class Outbox:
                 waiting.message, waiting.size = message, size
                 self.merged += 1
                 return True
+            self._latest_output.pop(job, None)  # a later chunk goes after this progress
         elif chunk is None:
             holder = message.get("jobId")
             if isinstance(holder, str):  # a later progress or chunk goes after this
                 self._latest_progress.pop(holder, None)
                 self._latest_output.pop(holder, None)
-        if self._bytes + size > self._limit:
+        # Nothing queued: any one message is taken, however large (a snapshot carrying a
+        # job's whole output); past that, the bound holds.
+        if self._bytes and self._bytes + size > self._limit:
             log.warning("slow consumer: closing", extra={"queued_bytes": self._bytes})
             metrics.SLOW_CONSUMER_CLOSES.inc()
             self._items = None
@@ -185,6 +191,7 @@ class Outbox:
                 return True
             item = _Item(message, size, chunk)
             self._latest_output[chunk[0]] = item
+            self._latest_progress.pop(chunk[0], None)  # a later progress goes after this
         else:
             item = _Item(message, size)
             if job is not None:

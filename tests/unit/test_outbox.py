@@ -149,12 +149,11 @@ async def test_unsent_output_chunks_are_joined_in_order() -> None:
     outbox = Outbox(transport.write, transport.close, 10_000)  # no direct path
     first = chunk("j", 0, "héllo ", 1)
     outbox.put(first, 100)
-    outbox.put(progress("j", 10), 100)  # progress does not end the joining
     outbox.put(chunk("j", 6, "wörld ", 2), 100)
     outbox.put(chunk("k", 0, "other", 3), 100)
     outbox.put(chunk("j", 12, "𝄞!", 4), 100)
     assert outbox.merged == 2
-    assert outbox.queued_bytes == 500, "joined text still counts against the limit"
+    assert outbox.queued_bytes == 400, "joined text still counts against the limit"
     outbox.start()
     await settle()
     written = [m for _, m in transport.written]
@@ -164,9 +163,53 @@ async def test_unsent_output_chunks_are_joined_in_order() -> None:
         "eventId": "4-0",
         "data": {"offset": 0, "text": "héllo wörld 𝄞!"},
     }
-    assert [m["type"] for m in written[1:]] == ["job_status_update", "job_output"]
-    assert written[2]["data"] == {"offset": 0, "text": "other"}
+    assert [m["type"] for m in written[1:]] == ["job_output"]
+    assert written[1]["data"] == {"offset": 0, "text": "other"}
     assert first["data"]["text"] == "héllo ", "a message shared with other connections is unchanged"
+
+
+async def test_nothing_of_a_job_moves_past_its_other_messages() -> None:
+    """Chunks and progress updates of one job keep their order: a progress queued after a
+    chunk ends the joining, a chunk queued after a progress ends its replacing."""
+    transport = Transport()
+    outbox = Outbox(transport.write, transport.close, 10_000)
+    outbox.put(chunk("j", 0, "a"), 100)
+    outbox.put(progress("j", 10), 100)
+    outbox.put(chunk("j", 1, "b"), 100)  # not joined to "a": it would jump the progress
+    outbox.put(chunk("j", 2, "c"), 100)  # joined to "b"
+    outbox.put(progress("j", 20), 100)  # not merged into 10: it would jump "bc"
+    outbox.put(progress("j", 30), 100)  # merged into 20
+    assert outbox.merged == 2
+    outbox.start()
+    await settle()
+    assert [
+        m.get("data", {}).get("text", m["data"].get("progress")) for _, m in transport.written
+    ] == [
+        "a",
+        10,
+        "bc",
+        30,
+    ]
+
+
+async def test_an_empty_outbox_takes_one_message_past_the_bound() -> None:
+    """A snapshot with a large output is delivered to a connection with nothing queued;
+    what follows it while it is unsent counts against the bound as usual."""
+    transport = Transport()
+    outbox = Outbox(transport.write, transport.close, 1_000)
+    assert outbox.put(done("big"), 5_000)
+    assert outbox.queued_bytes == 5_000
+    assert not outbox.put(done("next"), 100)  # the bound holds from there on
+    outbox.start()
+    await asyncio.wait_for(outbox.done(), 1)
+    assert transport.closed is not None and transport.closed[1] == SLOW_CONSUMER
+
+    fresh = Transport()
+    alone = Outbox(fresh.write, fresh.close, 1_000)
+    assert alone.put(done("big"), 5_000)
+    alone.start()
+    await settle()
+    assert fresh.written == [("queued", done("big"))] and fresh.closed is None
 
 
 async def test_output_joining_stops_at_a_status_change_or_a_gap() -> None:
