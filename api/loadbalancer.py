@@ -178,12 +178,20 @@ resolvers dns
 
 global
     # No maxconn: HAProxy sizes it from the open-file limit (ulimit -n) it is given.
+    log stdout format raw local0 info
     # A reload (haproxy -sf <old pid>): the old process closes what it still holds
     # after this, and those clients reconnect through the new configuration.
     hard-stop-after {t.drain_seconds}s
 
 defaults
     mode http
+    log global
+    # Only what went wrong: errors, 4xx/5xx (a poll for a session another notifier holds
+    # is a 400 while users move), aborted or cut connections.
+    option httplog
+    option dontlog-normal
+    # Nor an idle keep-alive connection the client closed without a request.
+    option dontlognull
     timeout connect 5s
     # Above a long-poll (held one ping interval) and the heartbeat.
     timeout client {idle}s
