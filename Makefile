@@ -41,7 +41,7 @@ MATRIX := .matrix
 
 .DEFAULT_GOAL := help
 .PHONY: help venv lock web run run-cluster test test-unit test-integration test-matrix lint format \
-        typecheck audit check worker notifier api api-only flower compose-config clean distclean bench bench-quick
+        typecheck audit check worker notifier api api-only flower compose-config clean distclean bench bench-quick soak
 
 help:
 	@echo "make run             start Redis (if none answers), a worker, the API and Flower"
@@ -53,6 +53,7 @@ help:
 	@echo "make worker|api|notifier|api-only|flower   one part (ARGS=... for extra options)"
 	@echo "make compose-config  validate docker-compose.yml"
 	@echo "make bench|bench-quick   benchmark against two baselines (bench/README.md)"
+	@echo "make soak            30-minute soak of one notifier (bench/README.md; not in CI)"
 	@echo "make web             npm ci: socket.io-client (demo page), playwright-core (browser tests)"
 	@echo "make venv|clean|distclean"
 
@@ -171,6 +172,12 @@ bench: venv
 
 bench-quick: venv
 	bash bench/run.sh --quick $(ARGS)
+
+# The soak of issue 18 (not in CI, not in `make test`): 30 min, 5,000 connections, 1,000
+# events/s; ARGS="--minutes 5 --connections 1000 --rate 300" for a shorter run. Writes
+# bench/results/soak-<timestamp>.md and .png.
+soak: venv
+	BENCH_MODULE=bench.soak bash bench/run.sh $(ARGS)
 
 # --- checks
 

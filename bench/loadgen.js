@@ -13,6 +13,9 @@
 //        timeoutMs passed; then print {"event":"stats",...} and reset
 //   {"cmd":"wait","kind":"broadcast","expect":N,...}   wait for N system notifications
 //   {"cmd":"stop"}                          close every connection and exit
+// With `soak: true` (bench/soak.py) the clients follow jobs that start and finish (see the
+// soak section below) and some reconnect every minute; {"cmd":"report"} prints what each
+// client received.
 // Progress goes to stderr. The process always ends by itself: at `deadlineS` at the latest.
 "use strict";
 
@@ -37,6 +40,11 @@ const P = Object.assign(
     readyTimeoutMs: 120000,
     deadlineS: 600,
     label: "",
+    soak: false,
+    churnEveryS: 60,
+    churnFraction: 0.1,
+    churnSpreadS: 20,
+    churnGapMs: 2000,
   },
   JSON.parse(raw.startsWith("@") ? fs.readFileSync(raw.slice(1), "utf8") : raw),
 );
@@ -296,7 +304,239 @@ function stopAll(code) {
   setTimeout(check, 50);
 }
 
+// --- soak mode (bench/soak.py): client i is user <userPrefix>i; its jobs are
+// <jobPrefix>i-0, -1, ... one after the other. It follows its current job (subscribe_job)
+// and moves to the next when a job's job_completed arrives (the owner route delivers it
+// whatever the subscription). Every `churnEveryS`, a fraction `churnFraction` of the
+// clients (spread over `churnSpreadS`) closes, waits `churnGapMs`, and connects again,
+// every other one with auth.lastEventId = the newest eventId it received. Recorded per
+// client: job_completed events per job, completed snapshots, broadcasts by id, sessions.
+const SOAK_BCAST = /bench broadcast (\d+)/;
+const soakCounts = { progress: 0, snapshots: 0, terminals: 0, broadcasts: 0, unplanned: 0 };
+let soakChurned = 0;
+let soakChurning = false;
+function idKey(id) {
+  const [ms, seq] = String(id).split("-");
+  return [Number(ms), Number(seq)];
+}
+function newer(a, b) {
+  if (!b) return true;
+  const [am, as] = idKey(a);
+  const [bm, bs] = idKey(b);
+  return am > bm || (am === bm && as > bs);
+}
+function soakState(i) {
+  return { cur: 0, last: null, t: [], snap: [], b: {}, s: [], errors: {}, dup: {}, dupEx: [], tid: [] };
+}
+const soak = [];
+function soakSeq(i, jobId) {
+  const prefix = `${P.jobPrefix}${i}-`;
+  if (typeof jobId !== "string" || !jobId.startsWith(prefix)) return -1;
+  return Number(jobId.slice(prefix.length));
+}
+function soakFollow(i, socket, seq) {
+  const st = soak[i];
+  if (seq + 1 <= st.cur) return;
+  socket.emit("unsubscribe_job", { type: "unsubscribe_job", jobId: `${P.jobPrefix}${i}-${st.cur}` });
+  st.cur = seq + 1;
+  socket.emit("subscribe_job", { type: "subscribe_job", jobId: `${P.jobPrefix}${i}-${st.cur}` });
+}
+function soakOpen(i, withLast) {
+  return new Promise((resolve) => {
+    const st = soak[i];
+    const auth = { token: token(`${P.userPrefix}${i}`) };
+    if (withLast && st.last) auth.lastEventId = st.last;
+    // session: [opened, established, closed, withLastEventId, recovered]
+    const session = [now(), 0, 0, auth.lastEventId ? 1 : 0, -1];
+    st.s.push(session);
+    const socket = io(P.urls[urlOf(i)], {
+      path: P.path,
+      transports: P.transports,
+      auth,
+      forceNew: true,
+      reconnection: false,
+      timeout: P.connectTimeoutMs,
+    });
+    sockets[i] = socket;
+    socket.soakPlanned = false;
+    let settled = false;
+    const done = () => {
+      if (!settled) {
+        settled = true;
+        resolve();
+      }
+    };
+    const err = (why) => {
+      st.errors[why] = (st.errors[why] || 0) + 1;
+      errors[why] = (errors[why] || 0) + 1;
+    };
+    socket.on("connect", () => {
+      connected += 1;
+      socket.emit("subscribe_job", { type: "subscribe_job", jobId: `${P.jobPrefix}${i}-${st.cur}` });
+      done();
+    });
+    socket.on("connection_established", (msg) => {
+      session[1] = now();
+      session[4] = msg && msg.recovered ? 1 : 0;
+    });
+    socket.on("error", (msg) => err(`error:${(msg && msg.code) || "?"}`));
+    socket.on("connect_error", (e) => {
+      err(`connect_error:${e && e.message}`);
+      session[2] = now();
+      done();
+      if (!stopping) setTimeout(() => soakOpen(i, true), 1000);
+    });
+    socket.on("disconnect", (reason) => {
+      disconnects += 1;
+      session[2] = now();
+      if (!socket.soakPlanned && !stopping) {
+        // the server closed it: come back as a real client would, with lastEventId
+        soakCounts.unplanned += 1;
+        err(`disconnect:${reason}`);
+        setTimeout(() => soakOpen(i, true), 1000);
+      }
+      done();
+    });
+    const seen = (msg) => {
+      if (msg && msg.eventId && !msg.snapshot && newer(msg.eventId, st.last)) st.last = msg.eventId;
+    };
+    socket.on("job_status_update", (msg) => {
+      if (!msg) return;
+      const seq = soakSeq(i, msg.jobId);
+      if (msg.snapshot) {
+        soakCounts.snapshots += 1;
+        if (msg.data && msg.data.status === "completed" && seq >= 0) {
+          st.snap[seq] = (st.snap[seq] || 0) + 1;
+          soakFollow(i, socket, seq);
+        }
+        return;
+      }
+      soakCounts.progress += 1;
+      seen(msg);
+    });
+    socket.on("job_completed", (msg) => {
+      const seq = soakSeq(i, msg && msg.jobId);
+      if (seq < 0) return err("foreign_job");
+      if (msg.snapshot) {
+        // a finished job's snapshot is its terminal message again, same eventId, marked
+        // snapshot (what subscribing to a job that completed meanwhile answers)
+        soakCounts.snapshots += 1;
+        st.snap[seq] = (st.snap[seq] || 0) + 1;
+        return soakFollow(i, socket, seq);
+      }
+      seen(msg);
+      soakCounts.terminals += 1;
+      st.t[seq] = (st.t[seq] || 0) + 1;
+      if (st.t[seq] > 1) {
+        // which session the repeat came in: "lastEventId/recovered" flags of that session
+        const kind = `withLastEventId=${session[3]},recovered=${session[4]}`;
+        st.dup[kind] = (st.dup[kind] || 0) + 1;
+        if (st.dupEx.length < 3) {
+          // [job, first eventId, this eventId, session number, ms since it was established]
+          const at = session[1] ? Math.round(now() - session[1]) : null;
+          st.dupEx.push([seq, st.tid[seq], msg.eventId, st.s.indexOf(session), at, auth.lastEventId || null]);
+        }
+      } else {
+        st.tid[seq] = msg.eventId;
+      }
+      soakFollow(i, socket, seq);
+    });
+    socket.on("system_notification", (msg) => {
+      seen(msg);
+      const m = SOAK_BCAST.exec((msg && msg.message) || "");
+      if (!m) return;
+      soakCounts.broadcasts += 1;
+      st.b[m[1]] = (st.b[m[1]] || 0) + 1;
+      if (st.b[m[1]] > 1) {
+        const kind = `broadcast:withLastEventId=${session[3]},recovered=${session[4]}`;
+        st.dup[kind] = (st.dup[kind] || 0) + 1;
+      }
+    });
+  });
+}
+function soakChurn() {
+  if (stopping) return;
+  const n = Math.round(P.clients * P.churnFraction);
+  const picked = new Set();
+  for (let guard = 0; picked.size < n && guard < n * 20; guard++) {
+    picked.add(Math.floor(Math.random() * P.clients));
+  }
+  const spread = P.churnSpreadS * 1000;
+  for (const i of picked) {
+    setTimeout(() => {
+      const socket = sockets[i];
+      if (stopping || !socket || !socket.connected) return;
+      socket.soakPlanned = true;
+      socket.close();
+      soakChurned += 1;
+      const withLast = soakChurned % 2 === 0; // every other reconnect with lastEventId
+      setTimeout(() => {
+        if (!stopping) soakOpen(i, withLast);
+      }, P.churnGapMs);
+    }, Math.random() * spread);
+  }
+}
+let stopping = false;
+async function soakMain() {
+  for (let i = 0; i < P.clients; i++) soak.push(soakState(i));
+  const t0 = now();
+  let next = 0;
+  const worker = async () => {
+    while (next < P.clients) await soakOpen(next++, false);
+  };
+  const progress = setInterval(() => log(`connected ${connected}/${P.clients}`), 2000);
+  await Promise.race([
+    Promise.all(Array.from({ length: Math.min(P.concurrency, P.clients) }, worker)),
+    new Promise((r) => setTimeout(r, P.readyTimeoutMs)),
+  ]);
+  clearInterval(progress);
+  out({ event: "ready", clients: P.clients, connected: connected - disconnects, errors,
+        connectMs: Math.round(now() - t0) }); // prettier-ignore
+  let churnTimer = null;
+  const status = setInterval(() => {
+    const open = sockets.filter((s) => s && s.connected).length;
+    log(`open ${open}, churned ${soakChurned}, ${JSON.stringify(soakCounts)}`);
+  }, 30000);
+  const rl = readline.createInterface({ input: process.stdin });
+  rl.on("line", (line) => {
+    if (!line.trim()) return;
+    const cmd = JSON.parse(line);
+    if (cmd.cmd === "churn") {
+      if (!churnTimer) churnTimer = setInterval(soakChurn, P.churnEveryS * 1000);
+      out({ event: "churning" });
+    } else if (cmd.cmd === "calm") {
+      if (churnTimer) clearInterval(churnTimer);
+      churnTimer = null;
+      out({ event: "calm" });
+    } else if (cmd.cmd === "report") {
+      stopping = true;
+      if (churnTimer) clearInterval(churnTimer);
+      clearInterval(status);
+      const open = sockets.filter((s) => s && s.connected).length;
+      out({ event: "report", open, churned: soakChurned, counts: soakCounts, errors,
+            clients: soak.map((st) => ({ t: st.t, snap: st.snap, b: st.b, s: st.s,
+                                         errors: st.errors, dup: st.dup, dupEx: st.dupEx })) }); // prettier-ignore
+    } else if (cmd.cmd === "stop") {
+      stopping = true;
+      out({ event: "stopped" });
+      stopAll(0);
+    }
+  });
+  rl.on("close", () => {
+    stopping = true;
+    stopAll(0);
+  });
+}
+
 async function main() {
+  if (P.soak) {
+    setTimeout(() => {
+      log(`deadline of ${P.deadlineS}s reached; exiting`);
+      out({ event: "deadline" });
+      stopAll(3);
+    }, P.deadlineS * 1000).unref();
+    return soakMain();
+  }
   const hardStop = setTimeout(() => {
     log(`deadline of ${P.deadlineS}s reached; exiting`);
     out({ event: "deadline" });

@@ -12,7 +12,9 @@ no ``apiUrl``, ``publish_sync(system_notification)``). ``mode`` ``naive``: a wri
 It obeys the same JSON-lines command protocol as ``bench/emitter_node.js`` (stdin in,
 stdout out; progress on stderr): ``setup``, ``rate``, ``burst``, ``broadcast``, ``stop``.
 Event ``k`` goes to job ``k % jobs`` with per-job number ``n = k // jobs + 1``; every event
-carries ``data.sentAt`` (epoch ms, float) taken just before the publish call.
+carries ``data.sentAt`` (epoch ms, float) taken just before the publish call. With
+``"soak": true`` in ``setup`` and ``rate`` (``bench/soak.py``), ``jobs`` is the number of
+users and each user's jobs start and finish one after another (:func:`soak_event`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class JobcastPublisher:
     def _event(self, cmd: dict[str, Any], k: int) -> Any:
         from notifier.contract.events import status_update
 
+        if cmd.get("soak"):
+            return soak_event(cmd, k)
         jobs = cmd["jobs"]
         n = k // jobs + 1
         progress, message = progress_fields(n)
@@ -85,6 +89,12 @@ class JobcastPublisher:
         from notifier.contract.events import status_update
 
         jobs = int(cmd["jobs"])
+        if cmd.get("soak"):  # the first job of each user, <jobPrefix><user>-0
+            for u in range(jobs):
+                job, user = soak_ids(cmd, u, 0)
+                self.bus.publish_sync(self.client, status_update(job, user, "queued", seq=1),
+                                      self.settings)  # fmt: skip
+            return jobs
         for j in range(jobs):
             event = status_update(f"{cmd['jobPrefix']}{j}", f"{cmd['userPrefix']}{j}", "queued")
             self.bus.publish_sync(self.client, event, self.settings)
@@ -152,6 +162,39 @@ class JobcastPublisher:
 
     def close(self) -> None:
         self.client.close()
+
+
+#: bench/soak.py: the events of one job of a user, one per pass over the users: three
+#: progress steps, the next job's ``queued``, then this job's ``job_completed``.
+SOAK_CYCLE = 5
+SOAK_COMPLETED_STEP = 4
+
+
+def soak_ids(cmd: dict[str, Any], user: int, seq: int) -> tuple[str, str]:
+    """(job id, user id) of user ``user``'s job number ``seq``."""
+    return f"{cmd['jobPrefix']}{user}-{seq}", f"{cmd['userPrefix']}{user}"
+
+
+def soak_event(cmd: dict[str, Any], k: int) -> Any:
+    """Event ``k`` of the soak: user ``k % jobs``; pass ``r = k // jobs`` is step ``r % 5``
+    of that user's job ``r // 5`` (see SOAK_CYCLE). Each user has one job running and the
+    next one queued before the running one completes, so jobs start and finish throughout."""
+    from notifier.contract.events import job_completed, status_update
+
+    users = int(cmd["jobs"])
+    user, r = k % users, k // users
+    seq, step = divmod(r, SOAK_CYCLE)
+    job, owner = soak_ids(cmd, user, seq)
+    if step == SOAK_COMPLETED_STEP:
+        return job_completed(job, owner, {"ok": True, "k": k}, seq=5)
+    if step == SOAK_COMPLETED_STEP - 1:
+        nxt, _ = soak_ids(cmd, user, seq + 1)
+        return status_update(nxt, owner, "queued", seq=1)
+    progress = 25 * (step + 1)
+    text = f"step {step + 1} of 3"
+    return status_update(
+        job, owner, "processing", progress=progress, message=text, seq=step + 2, sentAt=now_ms()
+    )
 
 
 class NaivePublisher:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # jobcast's benchmark suite (issue 7). Usage: bash bench/run.sh [--quick] [--only W1,W3] ...
 # Installs the pinned Node packages (npm ci from bench/package-lock.json into bench/node_modules),
-# then runs `python -m bench` from the project's venv. See bench/README.md.
+# then runs `python -m bench` (or $BENCH_MODULE, e.g. bench.soak) from the project's venv.
+# See bench/README.md.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,4 +22,5 @@ if [[ "${BENCH_SKIP_NPM:-0}" != 1 ]]; then
 fi
 
 cd "$root"
-exec "$python" -m bench "$@"
+# BENCH_MODULE=bench.soak: the soak (make soak), with the same setup
+exec "$python" -m "${BENCH_MODULE:-bench}" "$@"
