@@ -58,6 +58,7 @@ class JobcastClient:
         self._outputs: dict[str, str] = {}
         self._refetching: set[str] = set()
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._ended: OrderedDict[str, None] = OrderedDict()  # jobs whose end was delivered
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._sio = socketio.AsyncClient(reconnection=True, reconnection_delay_max=5)
         self._sio.on("*", self._on_message)
@@ -117,8 +118,18 @@ class JobcastClient:
                 or parse_event_id(event_id) > parse_event_id(self.last_event_id)
             ):
                 self.last_event_id = event_id
-            if self._ack and is_terminal(data):
+            terminal = is_terminal(data)
+            if self._ack and terminal:
                 await self._sio.emit("ack", {"eventId": event_id})
+            if terminal and isinstance(job_id, str) and not data.get("snapshot"):
+                # A job ends once: a second end under another id (published again by a
+                # worker after a Redis failover lost the first copy) is acknowledged, and
+                # dropped.
+                if job_id in self._ended:
+                    return
+                self._ended[job_id] = None
+                if len(self._ended) > _SEEN_LIMIT:
+                    self._ended.popitem(last=False)
         await self._queue.put(data)
 
     def output(self, job_id: str) -> str:

@@ -118,6 +118,7 @@ export class JobcastClient {
     this.stats = { received: 0, duplicates: 0, acked: 0, reconnects: 0 };
     this._ack = ack;
     this._seen = new Set();
+    this._ended = new Set(); // jobs whose end was delivered: a job ends once
     this._seenLimit = seenLimit;
     this._jobs = new Set(); // unfinished jobs we subscribed to
     this._outputs = new Map(); // jobId -> {text, length}: the live output, length in code points
@@ -301,11 +302,26 @@ export class JobcastClient {
         (!this.lastEventId || compareEventIds(eventId, this.lastEventId) > 0);
       if (newer) this.lastEventId = eventId;
     }
+    const terminal = isTerminal(msg);
+    if (terminal && this._ack && typeof eventId === "string") {
+      this.socket.emit("ack", { eventId });
+      this.stats.acked += 1;
+    }
+    if (terminal && typeof msg.jobId === "string" && !msg.snapshot) {
+      // A job ends once: a second end under another id (published again by a worker after
+      // a Redis failover lost the first copy) is acknowledged above, and dropped.
+      if (this._ended.has(msg.jobId)) {
+        this.stats.duplicates += 1;
+        return;
+      }
+      this._ended.add(msg.jobId);
+      if (this._ended.size > this._seenLimit) this._ended.delete(this._ended.values().next().value);
+    }
     this.stats.received += 1;
     if (type === "connection_established") this.recovered = Boolean(msg.recovered);
     if (type === "session_expired") this._expired = true;
     if (isTerminal(msg) && msg.jobId) this._jobs.delete(msg.jobId);
-    if (this._ack && typeof eventId === "string" && (isTerminal(msg) || NOTIFICATION_TYPES.has(type))) {
+    if (this._ack && typeof eventId === "string" && !terminal && NOTIFICATION_TYPES.has(type)) {
       this.socket.emit("ack", { eventId });
       this.stats.acked += 1;
     }

@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from notifier.contract.events import JOB_ERROR, OPS, StreamEvent, parse_event_id
+from notifier.contract.events import JOB_ERROR, OPS, StreamEvent, is_terminal, parse_event_id
 from notifier.contract.keys import Keyspace
 from notifier.edge.auth import Principal
 from notifier.edge.limits import RateLimiter
@@ -40,6 +40,8 @@ K = TypeVar("K", str, int)
 
 #: Size assumed for small messages built on the server (answers, snapshots).
 SMALL = 256
+#: A job cursor past every event id: the connection has been sent the job's terminal event.
+FINAL = (1 << 64, 0)
 
 
 class Connection:
@@ -188,7 +190,7 @@ class Hub:
         """Send the snapshot, then the live events held meanwhile that are newer than it."""
         held = conn.pending.pop(job_id, [])
         conn.jobs.add(job_id)
-        key = parse_event_id(snapshot["eventId"])
+        key = FINAL if is_terminal(snapshot) else parse_event_id(snapshot["eventId"])
         conn.cursors[job_id] = max(key, conn.cursors.get(job_id, key))
         # Always sent (it answers the subscribe), counted at its size: its output may be
         # large, and the outbox's bound must see it.
@@ -301,7 +303,11 @@ class Hub:
             seen = conn.cursors.get(job_id)
             if seen is not None and key <= seen:
                 return
-            conn.cursors[job_id] = key
+            # A job's terminal event is final: after it, nothing more of the job reaches
+            # this connection, not even a second terminal event (a producer that
+            # published it again after a Redis failover lost the first copy, which this
+            # connection had already been sent, gives it another id).
+            conn.cursors[job_id] = FINAL if job_id and is_terminal(message) else key
         if conn.send(message, size):
             self.delivered += 1
 

@@ -174,6 +174,24 @@ def test_events_not_newer_than_the_cursor_are_skipped(hub: Hub) -> None:
     assert client.sent[0]["snapshot"] is True, "the snapshot answers the subscribe first"
 
 
+def test_a_terminal_event_is_final_for_the_connection(hub: Hub) -> None:
+    """After a job's terminal event a connection gets nothing more of the job, not even a
+    second terminal event with a newer id (what a producer's retry after a Redis failover
+    that lost the first copy publishes); nor after a subscription's terminal snapshot."""
+    subscriber = Client(hub, "a1", ALICE)
+    subscriber.subscribe("job-1", "1-0")
+    hub.dispatch([progress("2-0"), completed("3-0")])
+    hub.dispatch([completed("9-0"), progress("9-1")])  # the republished end, then anything
+    assert subscriber.ids == ["2-0", "3-0"]
+
+    late = Client(hub, "a2", ALICE)
+    late.subscribe("job-2", "5-0", status="completed")
+    hub.dispatch([completed("9-2", job_id="job-2")])
+    assert late.types() == ["job_status_update"], "only the terminal snapshot"
+    hub.dispatch([completed("9-3", job_id="job-3")])
+    assert late.ids == ["9-3"], "other jobs go on"
+
+
 def test_cursors_are_per_job(hub: Hub) -> None:
     client = Client(hub, "a1", ALICE)
     client.subscribe("job-1", "10-0")
