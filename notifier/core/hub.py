@@ -192,9 +192,11 @@ class Hub:
         conn.jobs.add(job_id)
         key = FINAL if is_terminal(snapshot) else parse_event_id(snapshot["eventId"])
         conn.cursors[job_id] = max(key, conn.cursors.get(job_id, key))
-        # Always sent (it answers the subscribe), counted at its size: its output may be
-        # large, and the outbox's bound must see it.
-        self._send(conn, job_id, snapshot, None, SMALL + _output_size(snapshot))
+        # Always sent (it answers the subscribe). Counted as small even when it carries a
+        # large output: counted at its size, a snapshot near the send-queue bound would
+        # close a connection whose transport queues it (the stock path) as soon as the
+        # next message arrived.
+        self._send(conn, job_id, snapshot, None, SMALL)
         for event in held:
             self._deliver(conn, event, event.message())
 
@@ -325,15 +327,6 @@ def _job_recipients(
     if len(groups) == 1:
         return groups[0]  # the index itself: dispatch iterates over a copy
     return set().union(*groups)
-
-
-def _output_size(snapshot: dict[str, Any]) -> int:
-    """The bytes of a snapshot's ``data.output`` (UTF-8: at most 4 a code point)."""
-    data = snapshot.get("data")
-    output = data.get("output") if isinstance(data, dict) else None
-    if not isinstance(output, str) or not output:
-        return 0
-    return len(output) if output.isascii() else len(output.encode())
 
 
 def _size(event: StreamEvent) -> int:

@@ -18,8 +18,8 @@ job moves past another message of that job: a progress update queued after a chu
 the joining (the next chunk goes after it), as a chunk queued after a progress update
 ends its replacing, and a status change, a terminal event or a snapshot end both. Past
 ``limit`` bytes the connection is closed with reason ``slow_consumer`` (an empty outbox
-takes any one message, a snapshot carrying a large output included); the client recovers
-by replay (and the snapshot's output) when it reconnects.
+takes any one message, however large); the client recovers by replay (and the snapshot's
+output) when it reconnects.
 """
 
 from __future__ import annotations
@@ -172,8 +172,8 @@ class Outbox:
             if isinstance(holder, str):  # a later progress or chunk goes after this
                 self._latest_progress.pop(holder, None)
                 self._latest_output.pop(holder, None)
-        # Nothing queued: any one message is taken, however large (a snapshot carrying a
-        # job's whole output); past that, the bound holds.
+        # Nothing queued: any one message is taken, however large; past that, the bound
+        # holds.
         if self._bytes and self._bytes + size > self._limit:
             log.warning("slow consumer: closing", extra={"queued_bytes": self._bytes})
             metrics.SLOW_CONSUMER_CLOSES.inc()
