@@ -62,7 +62,7 @@ class JobcastPublisher:
         #: mode uses publish_sync, and one pipeline when several events are due at once.
         self.batch = max(1, int(params.get("burstBatch", 100)))
         self.connections = max(1, int(params.get("burstConnections", 1)))
-        self._sha: str | None = None
+        self._shas: dict[str, str] = {}  # script source -> its sha, loaded once
 
     def _event(self, cmd: dict[str, Any], k: int) -> Any:
         from notifier.contract.events import status_update
@@ -111,26 +111,39 @@ class JobcastPublisher:
         self.pipelined(cmd, range(start, stop))
 
     def pipelined(self, cmd: dict[str, Any], ks: Sequence[int]) -> None:
-        """Events ``ks`` in one round trip (a pipeline of publish_sync's script calls)."""
-        # EVALSHA of the script loaded once: a pipeline of redis-py Script calls would first
-        # ask SCRIPT EXISTS, one more round trip per batch that publish_sync does not make.
-        if self._sha is None:
-            self._sha = self.client.script_load(self.bus.PUBLISH_LUA)
+        """Events ``ks`` in one round trip (a pipeline of publish_sync's script calls); the
+        steps the hot path hands back (``bus.declined``) in a second one, as publish_sync."""
         from notifier.contract import keys
 
         space = keys.keyspace(self.settings.partitions)
+        events = [self._event(cmd, k) for k in ks]
+        calls: list[int] = []  # where each event's script call is among the replies
         with self.client.pipeline(transaction=False) as pipe:
-            for k in ks:
-                event = self._event(cmd, k)
+            for event in events:
                 if self.bus._records_owner(event):  # as publish_sync: a change of state
                     pipe.set(
                         keys.job_owner(event.job_id), event.user_id,
                         ex=self.settings.retention_seconds,
                     )  # fmt: skip
-                script_keys = self.bus._script_keys(space.of_user(event.user_id), event)
-                args = self.bus._script_args(event, self.settings)
-                pipe.execute_command("EVALSHA", self._sha, len(script_keys), *script_keys, *args)
-            pipe.execute()
+                part = space.of_user(event.user_id)
+                calls.append(len(pipe))
+                self._evalsha(pipe, self.bus.publish_call(part, event, self.settings))
+            replies = pipe.execute()
+        declined = [e for e, i in zip(events, calls, strict=True) if self.bus.declined(replies[i])]
+        if declined:
+            with self.client.pipeline(transaction=False) as pipe:
+                for event in declined:
+                    part = space.of_user(event.user_id)
+                    self._evalsha(pipe, self.bus.full_call(part, event, self.settings))
+                pipe.execute()
+
+    def _evalsha(self, pipe: Any, call: Any) -> None:
+        # EVALSHA of each script loaded once: a pipeline of redis-py Script calls would first
+        # ask SCRIPT EXISTS, one more round trip per batch that publish_sync does not make.
+        sha = self._shas.get(call.source)
+        if sha is None:
+            sha = self._shas[call.source] = self.client.script_load(call.source)
+        pipe.execute_command("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
 
     def broadcast(self, ident: int) -> float:
         from notifier.contract.events import SYSTEM_NOTIFICATION, Event

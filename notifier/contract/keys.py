@@ -90,6 +90,13 @@ class Partition:
         return f"{self.base}:events"
 
     @property
+    def live(self) -> str:
+        """The pub/sub channel on which the publishing scripts announce each new entry of
+        :attr:`events` (the entry itself, ``lua/live.lua``): a notifier on one Redis reads
+        its partitions from there and falls back to the stream for what it missed."""
+        return f"{self.base}:live"
+
+    @property
     def broadcasts(self) -> str:
         """Broadcasts and channel messages, with the same ids as in :attr:`events`."""
         return f"{self.base}:broadcasts"

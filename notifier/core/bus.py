@@ -55,10 +55,13 @@ log = logging.getLogger(__name__)
 SyncRedis = redis.Redis | RedisCluster
 AsyncRedis = aioredis.Redis | AsyncRedisCluster
 
-#: The publish script (``lua/publish.lua``: its KEYS and ARGV are those of _script_call).
-PUBLISH_LUA = scripts.source("publish")
+#: The publish script (``lua/publish.lua``: its KEYS and ARGV are those of _script_keys
+#: and _script_args, and the live channel).
+PUBLISH_LUA = scripts.source("live", "publish")
+#: The hot path's script: one progress step of a running job (``lua/progress.lua``).
+PROGRESS_LUA = scripts.source("live", "progress")
 #: The live output's append script (``lua/output.lua``).
-OUTPUT_LUA = scripts.source("output")
+OUTPUT_LUA = scripts.source("live", "output")
 #: Routes whose events go to every partition.
 FANOUT_ROUTES = frozenset({"all", "channel"})
 
@@ -108,12 +111,68 @@ def _script_args(event: Event, settings: Settings) -> list[Any]:
     ]
 
 
+def live_channel(part: Partition, settings: Settings) -> str:
+    """The channel the scripts announce ``part``'s new entries on (``lua/live.lua``); ''
+    on Redis Cluster, where readers block on ``XREAD`` per partition instead."""
+    return "" if settings.redis_cluster else part.live
+
+
+def is_step(event: Event) -> bool:
+    """A progress step of a running job (the hot path, ``lua/progress.lua``): not its first
+    ``processing`` update, which is a change of state."""
+    return event.type == JOB_STATUS_UPDATE and event.state == PROCESSING and event.seq > 1
+
+
 def _records_owner(event: Event) -> bool:
     """Whether publishing ``event`` (re)writes its job's owner index: every change of state
     does (the first event of a job is one); a progress step, the hot path, does not."""
-    if not event.job_id:
-        return False
-    return not (event.type == JOB_STATUS_UPDATE and event.state == PROCESSING and event.seq > 1)
+    return bool(event.job_id) and not is_step(event)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One script call that publishes an event: the script's source, its KEYS and ARGV."""
+
+    source: str
+    keys: list[str]
+    args: list[Any]
+
+
+def full_call(part: Partition, event: Event, settings: Settings) -> Call:
+    """``event`` through the full publish script (``lua/publish.lua``) on ``part``."""
+    args = _script_args(event, settings)
+    args.append(live_channel(part, settings))
+    return Call(PUBLISH_LUA, _script_keys(part, event), args)
+
+
+def publish_call(part: Partition, event: Event, settings: Settings) -> Call:
+    """The first call that publishes ``event`` (not a broadcast) on its owner's partition
+    ``part``: the hot path's script for a step, else the full one. When the hot path
+    answers ``0`` (see :func:`declined`), publish it with :func:`full_call`."""
+    if not (event.job_id and is_step(event)):
+        return full_call(part, event, settings)
+    job = event.job_id
+    return Call(
+        PROGRESS_LUA,
+        [part.events, part.job(job), part.job_events(job), part.job_totals],
+        [
+            event.user_id,
+            job,
+            dumps(event.message),
+            event.attempt,
+            event.seq,
+            now_ms(),
+            settings.stream_max_events,
+            int(settings.job_lease_seconds * 1000),
+            live_channel(part, settings),
+        ],
+    )
+
+
+def declined(raw: Any) -> bool:
+    """Whether the hot path's script left the event to the full one (it answered 0: the
+    job is not known to be running under this owner, or its lease is due)."""
+    return isinstance(raw, int) and raw == 0
 
 
 def text(raw: Any) -> str:
@@ -195,11 +254,11 @@ def _confirm_sync(
     replicas = _known_replicas(node)
     if replicas is None:
         replicas = _note_replicas(node, node.info("replication"))
-    script_keys, args = _script_keys(part, event), _script_args(event, settings)
+    call = full_call(part, event, settings)
     if replicas == 0:
-        return _result(_publish_script(node)(keys=script_keys, args=args))
+        return _result(_publish_script(node)(keys=call.keys, args=call.args))
     with node.pipeline(transaction=False) as pipe:
-        pipe.eval(PUBLISH_LUA, len(script_keys), *script_keys, *args)
+        pipe.eval(PUBLISH_LUA, len(call.keys), *call.keys, *call.args)
         pipe.execute_command("WAIT", 1, settings.replica_wait_ms)  # type: ignore[no-untyped-call]
         raw, acked = pipe.execute()
     _check_ack(acked, event, settings.replica_wait_ms)
@@ -209,18 +268,18 @@ def _confirm_sync(
 async def _confirm(
     client: AsyncRedis, part: Partition, event: Event, settings: Settings
 ) -> str | None:
-    script_keys, args = _script_keys(part, event), _script_args(event, settings)
+    call = full_call(part, event, settings)
     if isinstance(client, AsyncRedisCluster):
         # redis-py's asyncio cluster client has no per-node client to pin a connection
         # for WAIT; the notifier's own terminal events (worker_lost) go unconfirmed.
-        return _result(await _publish_script(client)(keys=script_keys, args=args))
+        return _result(await _publish_script(client)(keys=call.keys, args=call.args))
     replicas = _known_replicas(client)
     if replicas is None:
         replicas = _note_replicas(client, await client.info("replication"))
     if replicas == 0:
-        return _result(await _publish_script(client)(keys=script_keys, args=args))
+        return _result(await _publish_script(client)(keys=call.keys, args=call.args))
     async with client.pipeline(transaction=False) as pipe:
-        pipe.eval(PUBLISH_LUA, len(script_keys), *script_keys, *args)
+        pipe.eval(PUBLISH_LUA, len(call.keys), *call.keys, *call.args)
         pipe.execute_command("WAIT", 1, settings.replica_wait_ms)
         raw, acked = await pipe.execute()
     _check_ack(acked, event, settings.replica_wait_ms)
@@ -240,7 +299,8 @@ def fan_out_sync(
     args = _script_args(event, settings)  # the same in every partition: encoded once
     for part in keyspace(settings.partitions).partitions:
         if part.index not in done:
-            done[part.index] = _result(script(keys=_script_keys(part, event), args=args))
+            call_args = [*args, live_channel(part, settings)]
+            done[part.index] = _result(script(keys=_script_keys(part, event), args=call_args))
     return done
 
 
@@ -259,9 +319,11 @@ def publish_sync(client: SyncRedis, event: Event, settings: Settings) -> str | N
         client.set(keys.job_owner(event.job_id), event.user_id, ex=settings.retention_seconds)
     if event.terminal and settings.replica_wait_ms > 0:
         return _confirm_sync(client, part, event, settings)
-    raw = _publish_script(client)(
-        keys=_script_keys(part, event), args=_script_args(event, settings)
-    )
+    call = publish_call(part, event, settings)
+    raw = _bound(client, call.source)(keys=call.keys, args=call.args)
+    if declined(raw):
+        call = full_call(part, event, settings)
+        raw = _bound(client, call.source)(keys=call.keys, args=call.args)
     return _result(raw)
 
 
@@ -271,14 +333,21 @@ async def publish(client: AsyncRedis, event: Event, settings: Settings) -> str |
     script = _publish_script(client)
     if event.route in FANOUT_ROUTES:
         args = _script_args(event, settings)  # the same in every partition: encoded once
-        ids = [await script(keys=_script_keys(part, event), args=args) for part in space.partitions]
+        ids = [
+            await script(keys=_script_keys(part, event), args=[*args, live_channel(part, settings)])
+            for part in space.partitions
+        ]
         return _result(ids[space.index_of(event.user_id)])
     part = space.of_user(event.user_id)
     if _records_owner(event):
         await client.set(keys.job_owner(event.job_id), event.user_id, ex=settings.retention_seconds)
     if event.terminal and settings.replica_wait_ms > 0:
         return await _confirm(client, part, event, settings)
-    raw = await script(keys=_script_keys(part, event), args=_script_args(event, settings))
+    call = publish_call(part, event, settings)
+    raw = await _bound(client, call.source)(keys=call.keys, args=call.args)
+    if declined(raw):
+        call = full_call(part, event, settings)
+        raw = await script(keys=call.keys, args=call.args)
     return _result(raw)
 
 
@@ -325,6 +394,7 @@ def append_output_sync(
             settings.stream_max_events,
             settings.output_max_bytes,
             settings.retention_seconds,
+            live_channel(part, settings),
         ],
     )
     if not raw:

@@ -16,6 +16,17 @@ from notifier.contract.keys import Keyspace, Partition
 from notifier.core.bus import AsyncRedis, stream_events, text
 
 
+def _snapshot(raw: dict[str, str]) -> dict[str, Any]:
+    """A job hash's snapshot: the data of its latest progress step (``step``, written by the
+    hot path, ``lua/progress.lua``), else ``snapshot`` (``lua/publish.lua``)."""
+    step = raw.get("step")
+    if step:
+        data = json.loads(step).get("data")
+        if isinstance(data, dict):
+            return data
+    return dict(json.loads(raw.get("snapshot") or "{}"))
+
+
 @dataclass(frozen=True, slots=True)
 class JobState:
     job_id: str
@@ -41,7 +52,7 @@ class JobState:
             job_id=job_id,
             owner=raw["owner"],
             state=raw.get("state", ""),
-            snapshot=json.loads(raw.get("snapshot") or "{}"),
+            snapshot=_snapshot(raw),
             event_id=raw.get("eventId", "0-0"),
             created_at=int(raw.get("createdAt") or 0),
             updated_at=int(raw.get("updatedAt") or 0),

@@ -7,7 +7,8 @@
 -- from the hash holds exactly the chunks up to its eventId.
 -- KEYS: 1 events, 2 job hash, 3 job output
 -- ARGV: 1 user, 2 the message's JSON up to the offset ('{"type":"job_output",...,"offset":'),
---       3 text, 4 its code points, 5 job, 6 stream maxlen, 7 max bytes, 8 retention s
+--       3 text, 4 its code points, 5 job, 6 stream maxlen, 7 max bytes, 8 retention s,
+--       9 live channel ('' none: live.lua)
 -- Returns {id, offset, length, truncated}: id '' when nothing was appended (the output was
 -- already full); false when the job is unknown or finished.
 local cur = redis.call('HMGET', KEYS[2], 'owner', 'terminal', 'outputLength', 'outputTruncated')
@@ -36,6 +37,7 @@ if #text > 0 then
   local payload = ARGV[2] .. offset .. ',"text":' .. cjson.encode(text) .. '}}'
   id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*',
     'r', 'owner', 't', 'job_output', 'u', ARGV[1], 'j', ARGV[5], 'c', '', 'p', payload)
+  publish_live(ARGV[9], id, 'owner', 'job_output', ARGV[1], ARGV[5], '', payload)
   redis.call('APPEND', KEYS[3], text)
   if size == 0 then redis.call('EXPIRE', KEYS[3], tonumber(ARGV[8])) end
   fields = {'outputLength', offset + chars, 'outputBytes', size + #text, 'eventId', id}

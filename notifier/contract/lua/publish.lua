@@ -6,7 +6,10 @@
 --       9 the job's output (its expiry follows the job hash's)
 -- ARGV: 1 route, 2 type, 3 user, 4 job, 5 channel, 6 payload, 7 state, 8 attempt, 9 seq,
 --       10 snapshot, 11 now ms, 12 retention s, 13 stream maxlen, 14 inbox maxlen, 15 lease ms,
---       16 '1' when the snapshot has a progress
+--       16 '1' when the snapshot has a progress, 17 live channel ('' none: live.lua)
+-- A job's hash holds its snapshot in 'snapshot', or, after progress steps of progress.lua,
+-- in 'step' (the latest step's message, whose data is the snapshot): this script folds
+-- 'step' back into 'snapshot' whenever it writes the job.
 -- Returns the event's stream id, or nil when the event was dropped.
 local route, typ, user, job, channel, payload, state =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
@@ -14,7 +17,8 @@ local attempt, seq, retention = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(A
 local terminal = state == 'completed' or state == 'failed' or state == 'cancelled'
 local cur = {}
 if job ~= '' then
-  cur = redis.call('HMGET', KEYS[2], 'owner', 'terminal', 'attempt', 'seq', 'state', 'lease')
+  cur = redis.call('HMGET', KEYS[2], 'owner', 'terminal', 'attempt', 'seq', 'state', 'lease',
+    'step')
   if cur[2] then return false end
   if cur[1] and cur[1] ~= user then return redis.error_reply('ERR job belongs to another user') end
   if state == 'queued' and cur[5] then return false end
@@ -30,16 +34,20 @@ if job ~= '' then
   -- A snapshot without progress keeps the last one; one with progress is stored as is.
   local snapshot = ARGV[10]
   if ARGV[16] ~= '1' then
-    local old = redis.call('HGET', KEYS[2], 'snapshot')
-    if old then
-      local o = cjson.decode(old)
-      if o['progress'] ~= nil then
-        local snap = cjson.decode(snapshot)
-        snap['progress'] = o['progress']
-        snapshot = cjson.encode(snap)
-      end
+    local o = nil
+    if cur[7] then
+      o = cjson.decode(cur[7])['data']
+    else
+      local old = redis.call('HGET', KEYS[2], 'snapshot')
+      if old then o = cjson.decode(old) end
+    end
+    if o ~= nil and o['progress'] ~= nil then
+      local snap = cjson.decode(snapshot)
+      snap['progress'] = o['progress']
+      snapshot = cjson.encode(snap)
     end
   end
+  if cur[7] then redis.call('HDEL', KEYS[2], 'step') end
   local fields = {'owner', user, 'state', state, 'snapshot', snapshot,
     'eventId', id, 'updatedAt', now}
   if seq > 0 then
@@ -97,4 +105,5 @@ else
     'r', route, 't', typ, 'u', user, 'j', job, 'c', channel, 'p', payload)
   redis.call('EXPIRE', KEYS[5], retention)
 end
+publish_live(ARGV[17], id, route, typ, user, job, channel, payload)
 return id
