@@ -4,7 +4,13 @@ Nothing here raises into a task or into Celery. While Redis is unreachable, prog
 dropped (best effort, and without waiting on Redis for every ``report()``), and terminal
 events wait in a bounded per-process backlog that a background thread retries, in
 order, until Redis answers again. The same thread renews the leases of the jobs running
-in this process, so a job whose worker dies silently is reaped as ``worker_lost``.
+in this process, so a job whose worker dies silently is reaped as ``worker_lost``, and
+does the best-effort work a task's thread should not wait for (:meth:`Publisher.later`:
+Flower's ``task-progress`` events).
+
+A progress event that goes out from the task's thread is one pipelined write
+(:meth:`Publisher.emit_progress`): the publish script's call and, when Celery's result
+backend is this same Redis, the task's ``PROGRESS`` state (``workers.celery_state``).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 
@@ -23,7 +29,9 @@ from notifier.contract import keys
 from notifier.contract.events import Event, now_ms
 from notifier.contract.keys import keyspace
 from notifier.contract.settings import Settings, get_settings
+from notifier.core import bus
 from notifier.core.bus import SyncRedis, append_output_sync, publish_sync, sync_client
+from workers.celery_state import STATE_LUA, StateWrite
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,9 @@ T = TypeVar("T")
 #: A step of a terminal outcome that is more than one event (a canvas member finishing):
 #: it runs with the process's client, raises while Redis is away, and is safe to repeat.
 Action = Callable[[SyncRedis], object]
+
+#: Best-effort work waiting for the publisher thread, at most this many (oldest dropped).
+LATER_MAX = 1000
 
 
 def settings() -> Settings:
@@ -46,6 +57,8 @@ class Publisher:
         self.client: SyncRedis = sync_client(config)
         self._running_jobs = running_jobs
         self._backlog: deque[Event | Action] = deque()
+        self._later: deque[Callable[[], object]] = deque(maxlen=LATER_MAX)
+        self._shas: dict[str, str] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._down_until = 0.0
@@ -76,6 +89,90 @@ class Publisher:
             return None
         self._failures = 0
         return event_id
+
+    def emit_progress(self, event: Event, state: StateWrite | None = None) -> str | None:
+        """Publish a progress event (never terminal) from a task's thread, with ``state``
+        (the task's PROGRESS state for Celery's result backend on this Redis) in the same
+        pipeline: one round trip. A step the hot path hands back (``bus.declined``: the
+        job's lease is due) takes a second one, the full script's, as in
+        :func:`bus.publish_sync`. Best effort: nothing is tried while Redis was just
+        unreachable."""
+        if time.monotonic() < self._down_until:
+            return None
+        part = keyspace(self.config.partitions).of_user(event.user_id)
+        call = bus.publish_call(part, event, self.config)
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                if bus._records_owner(event):  # as publish_sync: a change of state
+                    pipe.set(
+                        keys.job_owner(event.job_id),
+                        event.user_id,
+                        ex=self.config.retention_seconds,
+                    )
+                at = len(pipe)
+                self._evalsha(pipe, call.source, call.keys, call.args)
+                if state is not None:
+                    self._evalsha(pipe, STATE_LUA, [state.key], [state.value, state.expires])
+                replies = pipe.execute(raise_on_error=False)
+            raw = self._replied(replies, at, call.source, call.keys, call.args)
+            if state is not None:
+                self._replied(replies, at + 1, STATE_LUA, [state.key], [state.value, state.expires])
+            if bus.declined(raw):  # the full script, on its own
+                call = bus.full_call(part, event, self.config)
+                raw = bus._bound(self.client, call.source)(keys=call.keys, args=call.args)
+        except (redis.RedisError, OSError) as exc:
+            self._failed(exc)
+            log.warning(
+                "progress not published: Redis unavailable",
+                extra={"job": event.job_id, "error": str(exc)},
+            )
+            return None
+        self._failures = 0
+        return None if raw is None else bus.text(raw)
+
+    def _evalsha(self, pipe: Any, source: str, keys: list[Any], args: list[Any]) -> None:
+        # Scripts loaded once per process: a pipeline of redis-py Script calls would first
+        # ask SCRIPT EXISTS, one more round trip each time.
+        sha = self._shas.get(source)
+        if sha is None:
+            sha = self._shas[source] = str(self.client.script_load(source))
+        pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+
+    def _replied(
+        self, replies: list[Any], at: int, source: str, keys: list[Any], args: list[Any]
+    ) -> Any:
+        """The reply of the script call at ``at``: raised if it is an error; run again on
+        its own if Redis did not know the script (restarted, flushed)."""
+        raw = replies[at]
+        if isinstance(raw, redis.exceptions.NoScriptError):
+            self._shas.pop(source, None)
+            return bus._bound(self.client, source)(keys=keys, args=args)
+        if isinstance(raw, Exception):
+            raise raw
+        for reply in replies[:at]:  # the owner index, written before it
+            if isinstance(reply, Exception):
+                raise reply
+        return raw
+
+    def later(self, work: Callable[[], object]) -> None:
+        """Have the publisher thread do ``work`` (best effort: errors are logged; past
+        :data:`LATER_MAX` waiting, the oldest is dropped)."""
+        self._later.append(work)
+        self._wake.set()
+
+    def _run_later(self) -> None:
+        while self._later:
+            try:
+                work = self._later.popleft()
+            except IndexError:
+                return
+            try:
+                work()
+            except Exception as exc:
+                log.warning(
+                    "best-effort work failed",
+                    extra={"work": getattr(work, "__name__", repr(work)), "error": str(exc)},
+                )
 
     def call(self, action: Callable[[SyncRedis], T], *, terminal: bool) -> T | None:
         """Run ``action`` with this process's client. Best effort unless ``terminal``: then,
@@ -149,12 +246,18 @@ class Publisher:
     def _loop(self) -> None:
         period = self.config.job_lease_seconds / 3
         delay = 0.25
+        renew_at = 0.0
         while True:
-            self._wake.wait(timeout=period if not self._backlog else delay)
+            now = time.monotonic()
+            timeout = min(renew_at - now, delay) if self._backlog else renew_at - now
+            self._wake.wait(timeout=max(0.0, timeout))
             self._wake.clear()
+            self._run_later()
             try:
                 self._flush()
-                self._renew()
+                if time.monotonic() >= renew_at:
+                    self._renew()
+                    renew_at = time.monotonic() + period
                 delay = 0.25
             except (redis.RedisError, OSError) as exc:
                 self._failed(exc)
@@ -198,6 +301,29 @@ def emit(event: Event) -> str | None:
     except Exception:
         log.exception("event not published", extra={"job": event.job_id, "type": event.type})
         return None
+
+
+def client() -> SyncRedis:
+    """This process's Redis client (created on first use; no connection until used)."""
+    return _current().client
+
+
+def emit_progress(event: Event, state: StateWrite | None = None) -> str | None:
+    """Publish a progress event from a task's thread with ``state`` in the same pipeline
+    (see :meth:`Publisher.emit_progress`). Never raises."""
+    try:
+        return _current().emit_progress(event, state)
+    except Exception:
+        log.exception("event not published", extra={"job": event.job_id, "type": event.type})
+        return None
+
+
+def later(work: Callable[[], object]) -> None:
+    """Hand best-effort ``work`` to the process's publisher thread (never raises)."""
+    try:
+        _current().later(work)
+    except Exception:
+        log.exception("best-effort work dropped")
 
 
 def call(action: Callable[[SyncRedis], T], *, terminal: bool = False) -> T | None:

@@ -3,7 +3,10 @@
 A *run* is one execution of a tracked task in this process. It numbers the events it
 produces (``seq``) so the bus can drop stale ones, holds back progress that comes faster
 than ``JOBCAST_PROGRESS_MIN_INTERVAL_MS`` (the latest value is always sent in the end),
-and estimates the time left from a smoothed progress rate. Its live output
+and estimates the time left from a smoothed progress rate. A held report is kept as it
+came (value, message, fields, when): its event is built only if it goes out, so a
+coalesced ``report()`` costs a lock and a tuple. Events of a run are built and sent one at
+a time, in ``seq`` order, whichever thread sends them (the task's, or a timer's). Its live output
 (``workers.progress.stream``) is coalesced by the same interval, by concatenation: text
 streamed within an interval goes out as one chunk, in order, nothing dropped; the run's
 end sends what is held before the job's outcome.
@@ -11,13 +14,16 @@ end sends what is held before the job's outcome.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from notifier.contract.events import Event
+from notifier.contract.events import PROCESSING, Event, clamp_progress, status_update
+
+log = logging.getLogger(__name__)
 
 #: The task headers that carry the owner and the job id (a canvas's members share one).
 HEADER_USER = "jobcast_user_id"
@@ -118,6 +124,9 @@ class EtaEstimator:
         return round(max(0.0, (100 - progress) / self._rate), 1)
 
 
+#: A progress report held back as it came: value, message, fields, monotonic time.
+Held = tuple[float, str | None, dict[str, Any], float]
+
 #: Writes one chunk of a job's output: ``(text, final)`` → True (written, more may follow),
 #: False (written or not, nothing more will be kept: the job ended or its output is full),
 #: None (not written: Redis did not answer; with ``final`` it is retried in order before the
@@ -149,12 +158,21 @@ class Run:
         self._seq = 0
         self._min_interval = min_interval
         self._emit = emit
+        #: How the run's events are published (for a canvas member: into the aggregate).
+        self.emit = emit
         self._lock = threading.Lock()
+        #: Held while an event of this run is built and sent: one at a time, in seq order.
+        self._send = threading.Lock()
         self._last_sent = float("-inf")
-        self._pending: Event | None = None
+        #: The latest progress held back: a report as it came, (value, message, fields,
+        #: monotonic time), or an event built by the caller (:meth:`progress`).
+        self._pending: Held | Event | None = None
         self._timer: threading.Timer | None = None
         #: Progress 100 has been sent: later reports at 100 are coalesced like any other.
         self.reached_end = False
+        #: Progress events sent so far (by any thread); the run has ended.
+        self.sent = 0
+        self.finished = False
         # Live output: the texts held back (in order), code points streamed by this run,
         # when a chunk last went out. ``_out_send`` makes chunks go out one at a time, in
         # the order their texts were taken; ``_out_lock`` guards the rest (never held
@@ -174,28 +192,109 @@ class Run:
             self._seq += 1
             return self._seq
 
+    def report(
+        self,
+        value: float,
+        message: str | None,
+        fields: dict[str, Any],
+        send: Callable[[Event], object] | None = None,
+    ) -> Event | None:
+        """A progress report (``value`` a float, not NaN; clamped when the event is built).
+        Within the interval since the last event it is only kept, as the latest (None);
+        a timer sends it once the interval has passed unless a later report does first.
+        Otherwise its event is built and sent now, by ``send`` (default: the run's
+        ``emit``), and returned. 100 the first time is never held."""
+        now = time.monotonic()
+        urgent = value >= 100 and not self.reached_end
+        with self._lock:
+            wait = self._last_sent + self._min_interval - now
+            if wait > 0 and not urgent:
+                self._pending = (value, message, fields, now)
+                if self._timer is None:
+                    self._arm(wait)
+                return None
+            self._claim(now, urgent)
+        with self._send:
+            event = self._build((value, message, fields, now))
+            self.sent += 1
+            (send or self._emit)(event)
+        return event
+
     def progress(self, event: Event, *, urgent: bool = False) -> bool:
-        """Send ``event`` now (True), or hold it as the latest if the last send was too
-        recent (False); a timer sends what is held once the interval has passed."""
+        """Send an event built by the caller now (True), or hold it as the latest if the
+        last send was too recent (False); a timer sends what is held once the interval has
+        passed."""
         now = time.monotonic()
         with self._lock:
             wait = self._last_sent + self._min_interval - now
             if wait > 0 and not urgent:
                 self._pending = event
                 if self._timer is None:
-                    self._timer = threading.Timer(wait, self.flush)
-                    self._timer.daemon = True
-                    self._timer.start()
+                    self._arm(wait)
                 return False
-            self._pending = None
-            self._last_sent = now
-            if self._timer is not None:  # what it would have sent is superseded by this
-                self._timer.cancel()
-                self._timer = None
-            if urgent:
-                self.reached_end = True
-        self._emit(event)
+            self._claim(now, urgent)
+        with self._send:
+            self.sent += 1
+            self._emit(event)
         return True
+
+    def _arm(self, delay: float) -> None:
+        """(With ``_lock`` held.) Send what is held in ``delay`` seconds."""
+        timer = threading.Timer(delay, self._flush_progress)
+        timer.daemon = True
+        self._timer = timer
+        timer.start()
+
+    def _claim(self, now: float, urgent: bool) -> None:
+        """(With ``_lock`` held.) An event goes out now: what is held is superseded."""
+        self._pending = None
+        self._last_sent = now
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if urgent:
+            self.reached_end = True
+
+    def _build(self, held: Held | Event) -> Event:
+        """(With ``_send`` held.) The event of a held report, numbered now: the ETA is fed
+        the points that go out, at the time they were reported."""
+        if isinstance(held, Event):
+            return held
+        value, message, fields, at = held
+        extra = fields
+        if self.member is None:  # a canvas member's ETA is the canvas's (workers.aggregate)
+            eta = self.eta.update(value, at)
+            if eta is not None:
+                extra = {**fields, "etaSeconds": eta}
+        return status_update(
+            self.job_id,
+            self.user_id,
+            PROCESSING,
+            progress=clamp_progress(value),
+            message=message,
+            attempt=self.attempt,
+            seq=self.next_seq(),
+            **extra,
+        )
+
+    def _flush_progress(self) -> None:
+        """Build and send the held progress, if any (a timer, a status change, the end)."""
+        with self._send:
+            with self._lock:
+                held, self._pending = self._pending, None
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                if held is None:
+                    return
+                self._last_sent = time.monotonic()
+            try:
+                event = self._build(held)
+            except Exception:  # report() took it without raising; nothing can be sent
+                log.exception("held progress could not be built", extra={"job": self.job_id})
+                return
+            self.sent += 1
+            self._emit(event)
 
     def stream(self, text: str) -> None:
         """Append ``text`` to the job's output: sent now if the last chunk went out at least
@@ -251,17 +350,10 @@ class Run:
 
     def flush(self, *, final: bool = False) -> None:
         """Send the held-back output and progress, if any (before any status change or
-        outcome; ``final``: the run's end)."""
+        outcome; ``final``: the run's end). Returns once an event another thread is
+        sending has gone out too: what follows comes after it."""
         self.flush_output(final=final)
-        with self._lock:
-            event, self._pending = self._pending, None
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            if event is not None:
-                self._last_sent = time.monotonic()
-        if event is not None:
-            self._emit(event)
+        self._flush_progress()
 
 
 class Runs:
@@ -290,6 +382,7 @@ class Runs:
         with self._lock:
             run = self._runs.pop(task_id, None)
         if run is not None:
+            run.finished = True
             run.flush(final=True)
         return run
 
