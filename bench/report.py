@@ -46,6 +46,7 @@ STREAM = [
     ("loadgen_cpu_s", "load generator CPU (s)", ""),
     ("producer_cpu_s", "producer CPU (s)", ""),
     ("redis_cpu_s", "redis-server CPU (s)", "lower"),
+    ("redis_us_per_sent_event", "redis-server CPU per published event (µs)", "lower"),
     ("redis_calls_per_event", "Redis commands per event (all processes)", "lower"),
 ]
 BURST = [
@@ -65,6 +66,7 @@ BURST = [
     ("loadgen_cpu_s", "load generator CPU (s)", ""),
     ("producer_cpu_s", "producer CPU (s)", ""),
     ("redis_cpu_s", "redis-server CPU (s)", "lower"),
+    ("redis_us_per_sent_event", "redis-server CPU per published event (µs)", "lower"),
     ("redis_calls_per_event", "Redis commands per event (all processes)", "lower"),
 ]
 FANOUT = [

@@ -373,6 +373,32 @@ class StreamEvent:
             partition=partition,
         )
 
+    @classmethod
+    def from_live(cls, data: bytes, partition: int = 0) -> StreamEvent:
+        """An entry as the publishing scripts announce it on a partition's live channel
+        (``lua/live.lua``): ``b'<id> <route> <type> <#user> <#job> <#channel>\\n'`` and then
+        the user, job, channel and payload, each its byte length long (the payload: the
+        rest). Raises ValueError on anything else."""
+        head, newline, rest = data.partition(b"\n")
+        eid, route, typ, user_len, job_len, channel_len = head.split(b" ")
+        if not newline:
+            raise ValueError("live message without a body")
+        user_end = int(user_len)
+        job_end = user_end + int(job_len)
+        channel_end = job_end + int(channel_len)
+        if channel_end > len(rest):
+            raise ValueError("live message shorter than its lengths")
+        return cls(
+            event_id=eid.decode(),
+            route=route.decode(),
+            type=typ.decode(),
+            user_id=rest[:user_end].decode(),
+            job_id=rest[user_end:job_end].decode(),
+            channel=rest[job_end:channel_end].decode(),
+            payload=rest[channel_end:].decode(),
+            partition=partition,
+        )
+
     @property
     def key(self) -> tuple[int, int]:
         return parse_event_id(self.event_id)

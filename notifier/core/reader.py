@@ -7,13 +7,18 @@ A partition that starts being read begins at its stream's newest entry: what cam
 is the new connection's replay (it waits for :meth:`PartitionReader.started` before
 reading it, so nothing falls between the two).
 
-On one Redis every partition is read by one blocking ``XREAD`` over all of them; adding a
-partition interrupts the read in flight (the entries it may have carried are read again:
-the last ids move only after a batch is handled). Redis Cluster refuses one ``XREAD``
-over keys of two slots — even on one master — so on a cluster each partition has a
-blocking read of its own (at most ``JOBCAST_PARTITIONS`` per instance, never one per
-connection). On a Redis error a read backs off (capped, with jitter), logs it, and
-resumes from the last id it handled.
+On one Redis (or Sentinel's master) the partitions are read from their live channels
+(:attr:`notifier.contract.keys.Partition.live`): the publishing scripts announce each
+entry they append there, in the same step (``lua/live.lua``), so a steady flow of events
+costs one pub/sub message each instead of a blocking ``XREAD`` over every partition
+re-issued per event. The streams stay the source of truth: after each (re)subscription,
+and once a second while connected, one ``XREAD`` from the last ids reads whatever the
+channel did not bring, and an entry is handed on once, in id order, whichever way it came.
+
+Redis Cluster refuses one ``XREAD`` over keys of two slots — even on one master — so on a
+cluster each partition has a blocking read of its own (at most ``JOBCAST_PARTITIONS`` per
+instance, never one per connection). On a Redis error a read backs off (capped, with
+jitter), logs it, and resumes from the last id it handled.
 """
 
 from __future__ import annotations
@@ -27,14 +32,25 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import redis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.connection import AbstractConnection
 
-from notifier.contract.events import StreamEvent
+from notifier.contract.events import StreamEvent, parse_event_id
 from notifier.contract.keys import Keyspace
 from notifier.core.bus import AsyncRedis, stream_events, text
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Sequence[StreamEvent]], Awaitable[None]]
+
+
+def _backoff(owner: PartitionReader, attempt: int, exc: Exception) -> float:
+    owner.connected = False
+    delay = min(owner.max_backoff, 0.1 * 2.0**attempt) * (0.5 + random.random() / 2)
+    log.warning(
+        "event reader lost Redis; retrying",
+        extra={"error": str(exc), "retry_in_s": round(delay, 2), "attempt": attempt},
+    )
+    return delay
 
 
 class _Read:
@@ -96,19 +112,170 @@ class _Read:
             except asyncio.CancelledError:
                 raise
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                owner.connected = False
                 attempt += 1
-                delay = min(owner.max_backoff, 0.1 * 2**attempt) * (0.5 + random.random() / 2)
-                log.warning(
-                    "event reader lost Redis; retrying",
-                    extra={"error": str(exc), "retry_in_s": round(delay, 2), "attempt": attempt},
-                )
-                await asyncio.sleep(delay)
+                await asyncio.sleep(_backoff(owner, attempt, exc))
             except redis.RedisError as exc:  # a cluster in the middle of a failover
                 owner.connected = False
                 attempt += 1
                 log.warning("event reader: Redis error; retrying", extra={"error": str(exc)})
                 await asyncio.sleep(min(owner.max_backoff, 0.1 * 2**attempt))
+
+
+class _LiveRead:
+    """The read of every partition on one Redis: their live channels on one connection of
+    its own, and the streams for what the channels did not bring (see the module's doc)."""
+
+    def __init__(self, owner: PartitionReader) -> None:
+        self.owner = owner
+        self.partitions: set[int] = set()
+        self.task: asyncio.Task[None] | None = None
+        self.conn: AbstractConnection | None = None
+        self._channels = {p.live.encode(): p.index for p in owner.space.partitions}
+        self._sends: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.run(), name="jobcast-event-reader")
+
+    def add(self, index: int) -> None:
+        """Subscribe to partition ``index``'s channel: its reading starts when Redis confirms
+        the subscription (from the stream's newest entry, :meth:`PartitionReader.start_pending`)."""
+        self.partitions.add(index)
+        self._send("SUBSCRIBE", {index})
+
+    def discard(self, index: int) -> None:
+        self.partitions.discard(index)
+        self._send("UNSUBSCRIBE", {index})
+
+    def _send(self, command: str, partitions: set[int]) -> None:
+        conn = self.conn
+        if conn is None or not partitions:
+            return  # (re)connecting: it subscribes to every partition once connected
+        channels = [self.owner.space.partitions[i].live for i in sorted(partitions)]
+        task = asyncio.create_task(self._send_now(conn, command, channels))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _send_now(self, conn: AbstractConnection, command: str, channels: list[str]) -> None:
+        with contextlib.suppress(redis.RedisError, OSError):  # the read loop sees it too
+            await conn.send_command(command, *channels, check_health=False)
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._connected()
+                attempt = 0
+            except asyncio.CancelledError:
+                raise
+            except (redis.RedisError, OSError) as exc:
+                attempt += 1
+                await asyncio.sleep(_backoff(self.owner, attempt, exc))
+            finally:
+                await self._close()
+
+    async def _close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+
+    async def _connected(self) -> None:
+        """One connection's life: subscribe, catch up from the streams, then read the
+        channels (and the streams once a second) until the connection fails."""
+        owner = self.owner
+        pool = owner.client.connection_pool  # type: ignore[union-attr]
+        conn = pool.make_connection()
+        await conn.connect()
+        self.conn = conn
+        if self.partitions:
+            await conn.send_command("SUBSCRIBE", *self._names(self.partitions), check_health=False)
+        block = owner.block_ms / 1000
+        swept = time.monotonic()
+        silent = 0
+        while True:
+            reply = await self._read(conn, block)
+            resubscribed = False
+            if reply is None:  # nothing for a while: is the connection still there?
+                silent += 1
+                if silent > 2:
+                    raise redis.TimeoutError("no answer on the live channels' connection")
+                await conn.send_command("PING", check_health=False)
+            else:
+                silent = 0
+                resubscribed = await self._on_replies(conn, reply)
+            if reply is None or resubscribed or time.monotonic() - swept >= block:
+                await owner.sweep()
+                swept = time.monotonic()
+
+    @staticmethod
+    async def _read(conn: AbstractConnection, wait: float) -> object:
+        # push_request: under RESP3 (redis-py's default) the channels' messages are pushes,
+        # which a plain read would pass over. A wait of 0 takes only what is buffered.
+        return await conn.read_response(disable_decoding=True, timeout=wait, push_request=True)
+
+    def _names(self, partitions: set[int]) -> list[str]:
+        return [self.owner.space.partitions[i].live for i in sorted(partitions)]
+
+    async def _on_replies(self, conn: AbstractConnection, reply: object) -> bool:
+        """Handle ``reply`` and those already buffered behind it (at most a batch), each
+        partition's messages handed on together. True when a reply confirms the
+        subscription of a partition already read (after a reconnection): what was missed
+        meanwhile is to be read from the stream now."""
+        self.owner.read_ok()
+        batches: dict[int, list[StreamEvent]] = {}
+        resubscribed = await self._one(reply, batches)
+        for _ in range(10 * self.owner.batch):  # then the loop's own checks (the sweep) run
+            reply = await self._read(conn, 0)
+            if reply is None:
+                break
+            resubscribed = await self._one(reply, batches) or resubscribed
+        await self._flush(batches)
+        return resubscribed
+
+    async def _one(self, reply: object, batches: dict[int, list[StreamEvent]]) -> bool:
+        if isinstance(reply, list) and len(reply) >= 3 and reply[0] == b"message":
+            if self._take(reply[1], reply[2], batches) >= self.owner.batch:
+                await self._flush(batches)
+            return False
+        await self._flush(batches)  # what came before it is handed on first
+        return await self._on_control(reply)
+
+    def _take(self, channel: bytes, data: bytes, batches: dict[int, list[StreamEvent]]) -> int:
+        """Add a channel message to its partition's batch, unless that partition is not read
+        or already has the entry (from the stream). Returns the size of that batch."""
+        index = self._channels.get(channel)
+        last = self.owner.last_ids.get(index) if index is not None else None
+        if index is None or last is None:
+            return 0  # not read (yet, or any more)
+        try:
+            event = StreamEvent.from_live(data, index)
+        except (ValueError, UnicodeDecodeError):
+            log.warning("event reader: unreadable live message", extra={"partition": index})
+            return 0
+        batch = batches.setdefault(index, [])
+        newest = batch[-1].key if batch else parse_event_id(last)
+        if event.key > newest:
+            batch.append(event)
+        return len(batch)
+
+    async def _flush(self, batches: dict[int, list[StreamEvent]]) -> None:
+        for index, batch in batches.items():
+            if batch and index in self.owner.last_ids:
+                await self.owner.deliver(index, batch)
+        batches.clear()
+
+    async def _on_control(self, reply: object) -> bool:
+        """A reply other than a message: a subscription's confirmation starts reading its
+        partition (True when it was read already: a resubscription), a PING's answer."""
+        if not isinstance(reply, list) or len(reply) < 3 or reply[0] != b"subscribe":
+            return False
+        index = self._channels.get(reply[1])
+        if index is None or index not in self.partitions:
+            return False
+        if index in self.owner.last_ids:
+            return True
+        await self.owner.start_pending({index})
+        return False
 
 
 class PartitionReader:
@@ -136,8 +303,8 @@ class PartitionReader:
         self.last_ids: dict[int, str] = {}
         #: Partitions added whose starting id is not fetched yet.
         self._pending: dict[int, asyncio.Event] = {}
-        self._reads: dict[int, _Read] = {}  # by partition (one shared _Read on one Redis)
-        self._shared: _Read | None = None
+        self._reads: dict[int, _Read | _LiveRead] = {}  # by partition (one shared on one Redis)
+        self._shared: _LiveRead | None = None
         self._names = {p.events: p.index for p in space.partitions}
         self._idle = asyncio.Event()
         self.connected = False
@@ -164,10 +331,8 @@ class PartitionReader:
                 read.start()
             return
         shared = self._shared_read()
-        shared.partitions.add(index)
         self._reads[index] = shared
-        self._idle.set()
-        shared.wake()
+        shared.add(index)
 
     def discard(self, index: int) -> None:
         """Stop reading partition ``index``."""
@@ -178,8 +343,10 @@ class PartitionReader:
         started = self._pending.pop(index, None)
         if started is not None:
             started.set()
-        read.partitions.discard(index)
-        if self.cluster:
+        if isinstance(read, _LiveRead):
+            read.discard(index)
+        else:
+            read.partitions.discard(index)
             read.stop()
 
     async def started(self, index: int) -> None:
@@ -213,9 +380,9 @@ class PartitionReader:
 
     # --- the loops' shared steps
 
-    def _shared_read(self) -> _Read:
+    def _shared_read(self) -> _LiveRead:
         if self._shared is None:
-            self._shared = _Read(self, "jobcast-event-reader")
+            self._shared = _LiveRead(self)
             if self._running:
                 self._shared.start()
         return self._shared
@@ -304,19 +471,38 @@ class PartitionReader:
         self.connected = True
         self._last_ok = time.monotonic()
 
-    async def handle(self, response: object) -> None:
+    async def handle(self, response: object) -> int:
+        """Hand on an ``XREAD`` reply's entries; returns how many there were of the fullest
+        stream."""
+        most = 0
         for stream_reply in response or ():  # type: ignore[attr-defined]
             index = self._names.get(text(stream_reply[0]))
             if index is None or index not in self.last_ids:
                 continue  # discarded while the read was in flight
             batch = stream_events(stream_reply[1], index)
-            if not batch:
-                continue
-            self.last_ids[index] = batch[-1].event_id
-            try:
-                await self.handler(batch)
-            except Exception:
-                log.exception(
-                    "event handler failed",
-                    extra={"partition": index, "last_id": self.last_ids[index]},
-                )
+            most = max(most, len(batch))
+            if batch:
+                await self.deliver(index, batch)
+        return most
+
+    async def deliver(self, index: int, batch: list[StreamEvent]) -> None:
+        """Hand on partition ``index``'s ``batch`` (after its last id, in order)."""
+        self.last_ids[index] = batch[-1].event_id
+        try:
+            await self.handler(batch)
+        except Exception:
+            log.exception(
+                "event handler failed", extra={"partition": index, "last_id": self.last_ids[index]}
+            )
+
+    async def sweep(self) -> None:
+        """Read every partition's stream from its last id, without blocking, until none has
+        more: what the live channels did not bring (a reconnection, a missed announcement)."""
+        for _ in range(100):  # bounded: at most 100 batches a partition at a time
+            streams = {self.space.partitions[i].events: last for i, last in self.last_ids.items()}
+            if not streams:
+                return
+            response = await self.client.xread(streams, count=self.batch)  # type: ignore[arg-type]
+            self.read_ok()
+            if await self.handle(response) < self.batch:
+                return

@@ -33,10 +33,13 @@ def produce_jobs(
     user: str,
     halfway: threading.Event,
     *,
+    resume: threading.Event,
     jobs: int = 12,
     steps: int = 15,
 ) -> None:
-    """Jobs ``fjob-0`` ... of ``user``; ``halfway`` is set a third of the way through."""
+    """Jobs ``fjob-0`` ... of ``user``. A third of the way through it sets ``halfway`` and
+    waits (at most 30 s) for ``resume``: the test kills a master meanwhile, so the rest is
+    published across the failover whatever the speed of publishing."""
     for job in range(jobs):
         job_id = f"fjob-{job}"
         publish_until_confirmed(client, status_update(job_id, user, "queued"), settings)
@@ -48,6 +51,7 @@ def produce_jobs(
                 time.sleep(0.05)
             if job == jobs // 3 and step == steps // 2:
                 halfway.set()
+                resume.wait(30)
         publish_until_confirmed(client, job_completed(job_id, user, {"n": job}), settings)
 
 

@@ -50,21 +50,23 @@ async def test_a_master_killed_mid_stream_loses_no_confirmed_terminal_event(
     victim = master_of(redis_client, part.events)
     replica_in_sync(victim, f"{part.base}:sync")
     producer_client = redis_cluster.client()
-    halfway = threading.Event()
+    halfway, resume = threading.Event(), threading.Event()
     producer = threading.Thread(
         target=produce_jobs,
         args=(producer_client, get_settings(), USER, halfway),
-        kwargs={"jobs": JOBS},
+        kwargs={"jobs": JOBS, "resume": resume},
         daemon=True,
     )
     producer.start()
     try:
         assert halfway.wait(30), "the producer did not get going"
         redis_cluster.kill(victim)
+        resume.set()
         # Readers resume on the promoted replica: every job's end arrives, exactly once.
         await every_job_ends_once(client, producer, JOBS)
         assert master_of(redis_client, part.events) != victim
     finally:
+        resume.set()
         producer_client.close()
         redis_cluster.restart(victim)
 

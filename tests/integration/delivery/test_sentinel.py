@@ -65,17 +65,18 @@ async def test_a_sentinel_failover_mid_stream_loses_no_terminal_event(
             async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
                 await job_completes(http, tokens.make(CELERY_USER), "before the failover")
             publisher = sync_client(settings)
-            halfway = threading.Event()
+            halfway, resume = threading.Event(), threading.Event()
             producer = threading.Thread(
                 target=produce_jobs,
                 args=(publisher, settings, USER, halfway),
-                kwargs={"jobs": JOBS},
+                kwargs={"jobs": JOBS, "resume": resume},
                 daemon=True,
             )
             producer.start()
             try:
                 assert halfway.wait(30), "the producer did not get going"
                 assert group.kill_master() == master
+                resume.set()
                 await every_job_ends_once(client, producer, JOBS)
                 assert group.master_port() != master
                 # The last end the client saw was confirmed by the replica: a reconnect
@@ -92,6 +93,7 @@ async def test_a_sentinel_failover_mid_stream_loses_no_terminal_event(
                 async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
                     await job_completes(http, tokens.make(CELERY_USER), "after the failover")
             finally:
+                resume.set()
                 publisher.close()
                 await client.close()
     finally:
