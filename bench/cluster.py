@@ -83,11 +83,11 @@ class BenchCluster:
         for port in self.masters:
             resp_command(port, "FLUSHALL")
 
-    def command_calls(self) -> dict[str, int]:
-        """Calls per command so far, summed over the masters."""
+    def command_calls(self, field: str = "calls") -> dict[str, int]:
+        """Calls (or ``field``) per command so far, summed over the masters."""
         calls: dict[str, int] = {}
         for text in self._info("commandstats"):
-            for name, n in parse_command_calls(text).items():
+            for name, n in parse_command_calls(text, field).items():
                 calls[name] = calls.get(name, 0) + n
         return calls
 

@@ -47,6 +47,8 @@ STREAM = [
     ("producer_cpu_s", "producer CPU (s)", ""),
     ("redis_cpu_s", "redis-server CPU (s)", "lower"),
     ("redis_us_per_sent_event", "redis-server CPU per published event (µs)", "lower"),
+    ("redis_in_commands_us_per_sent_event", "  of it inside commands (µs; commandstats)", "lower"),
+    ("redis_in_scripts_us_per_sent_event", "    of that in scripts (µs)", "lower"),
     ("redis_calls_per_event", "Redis commands per event (all processes)", "lower"),
 ]
 BURST = [
@@ -67,6 +69,8 @@ BURST = [
     ("producer_cpu_s", "producer CPU (s)", ""),
     ("redis_cpu_s", "redis-server CPU (s)", "lower"),
     ("redis_us_per_sent_event", "redis-server CPU per published event (µs)", "lower"),
+    ("redis_in_commands_us_per_sent_event", "  of it inside commands (µs; commandstats)", "lower"),
+    ("redis_in_scripts_us_per_sent_event", "    of that in scripts (µs)", "lower"),
     ("redis_calls_per_event", "Redis commands per event (all processes)", "lower"),
 ]
 FANOUT = [

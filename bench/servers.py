@@ -275,15 +275,16 @@ def resp_command(port: int, *args: str) -> str | None:
     return first[1:] if first.startswith(("+", ":")) else first
 
 
-def parse_command_calls(info: str) -> dict[str, int]:
-    """Calls per command in the text of ``INFO commandstats``."""
+def parse_command_calls(info: str, field: str = "calls") -> dict[str, int]:
+    """Calls per command in the text of ``INFO commandstats`` (or another of its integer
+    fields: ``usec``, the microseconds Redis spent executing them)."""
     calls: dict[str, int] = {}
     for line in info.splitlines():
         if line.startswith("cmdstat_"):
             name, _, fields = line[len("cmdstat_") :].partition(":")
             for item in fields.split(","):
                 key, _, value = item.partition("=")
-                if key == "calls":
+                if key == field:
                     calls[name] = int(value)
     return calls
 
@@ -316,7 +317,7 @@ class Backend(Protocol):
 
     def flush(self) -> None: ...
 
-    def command_calls(self) -> dict[str, int]: ...
+    def command_calls(self, field: str = "calls") -> dict[str, int]: ...
 
     def output_bytes(self) -> tuple[int, int]: ...
 
@@ -371,9 +372,9 @@ class RedisServer:
         """What a jobcast process needs to use this Redis."""
         return {"REDIS_URL": self.url}
 
-    def command_calls(self) -> dict[str, int]:
-        """Calls per command so far (``INFO commandstats``)."""
-        return parse_command_calls(self.command("INFO", "commandstats") or "")
+    def command_calls(self, field: str = "calls") -> dict[str, int]:
+        """Calls (or ``field``) per command so far (``INFO commandstats``)."""
+        return parse_command_calls(self.command("INFO", "commandstats") or "", field)
 
     def output_bytes(self) -> tuple[int, int]:
         """Bytes sent so far: all, and to replicas (:func:`net_output`)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -132,6 +133,7 @@ class _LiveRead:
         self.conn: AbstractConnection | None = None
         self._channels = {p.live.encode(): p.index for p in owner.space.partitions}
         self._sends: set[asyncio.Task[None]] = set()
+        self._heard = 0.0  # when the channels' connection last brought anything
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run(), name="jobcast-event-reader")
@@ -184,34 +186,47 @@ class _LiveRead:
         channels (and the streams once a second) until the connection fails."""
         owner = self.owner
         pool = owner.client.connection_pool  # type: ignore[union-attr]
-        conn = pool.make_connection()
+        # RESP2: the channels' messages are plain replies (under RESP3 they are pushes,
+        # which redis-py hands through its push handlers one by one).
+        conn = pool.connection_class(**{**pool.connection_kwargs, "protocol": 2})
         await conn.connect()
         self.conn = conn
         if self.partitions:
             await conn.send_command("SUBSCRIBE", *self._names(self.partitions), check_health=False)
+        self._heard = time.monotonic()
+        watchdog = asyncio.create_task(self._watch(conn), name="jobcast-live-watchdog")
         block = owner.block_ms / 1000
         swept = time.monotonic()
-        silent = 0
-        while True:
-            reply = await self._read(conn, block)
-            resubscribed = False
-            if reply is None:  # nothing for a while: is the connection still there?
-                silent += 1
-                if silent > 2:
-                    raise redis.TimeoutError("no answer on the live channels' connection")
-                await conn.send_command("PING", check_health=False)
-            else:
-                silent = 0
+        try:
+            while True:
+                reply = await self._read(conn)
                 resubscribed = await self._on_replies(conn, reply)
-            if reply is None or resubscribed or time.monotonic() - swept >= block:
-                await owner.sweep()
-                swept = time.monotonic()
+                if resubscribed or time.monotonic() - swept >= block:
+                    await owner.sweep()
+                    swept = time.monotonic()
+        finally:
+            watchdog.cancel()
 
-    @staticmethod
-    async def _read(conn: AbstractConnection, wait: float) -> object:
-        # push_request: under RESP3 (redis-py's default) the channels' messages are pushes,
-        # which a plain read would pass over. A wait of 0 takes only what is buffered.
-        return await conn.read_response(disable_decoding=True, timeout=wait, push_request=True)
+    async def _watch(self, conn: AbstractConnection) -> None:
+        """PING the channels' connection when it has been quiet for a while (its answer
+        also brings the once-a-second read of the streams); cut it when nothing at all
+        came back for three of those intervals (the read in flight then fails)."""
+        block = self.owner.block_ms / 1000
+        while True:
+            await asyncio.sleep(block)
+            quiet = time.monotonic() - self._heard
+            if quiet > 3 * block:
+                log.warning("event reader: no answer on the live channels' connection")
+                await conn.disconnect(nowait=True)
+                return
+            if quiet >= block:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    await conn.send_command("PING", check_health=False)
+
+    async def _read(self, conn: AbstractConnection) -> object:
+        reply = await conn.read_response(disable_decoding=True, timeout=math.inf)
+        self._heard = time.monotonic()
+        return reply
 
     def _names(self, partitions: set[int]) -> list[str]:
         return [self.owner.space.partitions[i].live for i in sorted(partitions)]
@@ -225,9 +240,9 @@ class _LiveRead:
         batches: dict[int, list[StreamEvent]] = {}
         resubscribed = await self._one(reply, batches)
         for _ in range(10 * self.owner.batch):  # then the loop's own checks (the sweep) run
-            reply = await self._read(conn, 0)
-            if reply is None:
+            if not await conn.can_read():  # what is buffered only
                 break
+            reply = await self._read(conn)
             resubscribed = await self._one(reply, batches) or resubscribed
         await self._flush(batches)
         return resubscribed

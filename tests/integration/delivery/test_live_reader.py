@@ -137,3 +137,21 @@ async def test_garbage_on_the_channel_changes_nothing(reading: Reading) -> None:
     await asyncio.sleep(0.2)
     reading.check(ids)
     assert reading.reader.healthy
+
+
+async def test_a_silent_connection_is_cut_and_nothing_is_lost(
+    reading: Reading, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis stops answering (``CLIENT PAUSE``) for longer than three of the reader's
+    intervals: the reader gives up on that connection, connects again, and reads what was
+    published meanwhile from the stream."""
+    first = await reading.publish(2)
+    assert await reading.received(first)
+    await reading.client.execute_command("CLIENT", "PAUSE", 4500, "ALL")
+    during = await reading.publish(3, start=2)  # waits out the pause
+    after = await reading.publish(2, start=5)
+    ids = [*first, *during, *after]
+    assert await reading.received(ids)
+    await asyncio.sleep(1.5)
+    reading.check(ids)
+    assert "no answer on the live channels' connection" in caplog.text
