@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import redis
+import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from api.errors import ApiError
@@ -21,6 +21,7 @@ from notifier.contract.keys import keyspace
 from notifier.contract.settings import get_settings
 from notifier.core.hub import Connection, Hub
 from notifier.edge.auth import Principal
+from tests.support.env import free_port
 
 ALICE, BOB, ADMIN, ADMIN2 = "1", "bob-2", "admin-9", "admin-10"
 
@@ -275,19 +276,17 @@ def test_rest_body_validation() -> None:
 
 
 async def test_rest_channel_message_is_503_while_redis_is_down() -> None:
-    class RedisDown:
-        def register_script(self, _: str) -> Any:
-            async def run(**_: Any) -> Any:
-                raise redis.ConnectionError("Connection refused")
-
-            return run
-
+    """A real client of a Redis that is not there (nothing listens on its port)."""
+    down = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1)
     admin = Principal(ADMIN, ADMIN, None, ("ADMIN",), float("inf"))
     request: Any = SimpleNamespace(
         app=SimpleNamespace(state=SimpleNamespace(settings=get_settings()))
     )
-    with pytest.raises(ApiError) as info:
-        await broadcast_channel(admin, "ops", ChannelBroadcast(message="hi"), request, RedisDown())
+    try:
+        with pytest.raises(ApiError) as info:
+            await broadcast_channel(admin, "ops", ChannelBroadcast(message="hi"), request, down)
+    finally:
+        await down.aclose()
     assert (info.value.status, info.value.code) == (503, "unavailable")
 
 
