@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, TypeVar
 
 from notifier.contract.events import JOB_ERROR, OPS, StreamEvent, is_terminal, parse_event_id
@@ -42,6 +43,15 @@ K = TypeVar("K", str, int)
 SMALL = 256
 #: A job cursor past every event id: the connection has been sent the job's terminal event.
 FINAL = (1 << 64, 0)
+#: What a connection's ``jobs`` and ``channels`` are until it subscribes (shared).
+NONE: frozenset[str] = frozenset()
+
+
+def _added(names: AbstractSet[str], name: str) -> set[str]:
+    """``names`` with ``name``, in a set of the connection's own from the first one."""
+    own = names if isinstance(names, set) else set(names)
+    own.add(name)
+    return own
 
 
 class Connection:
@@ -88,8 +98,10 @@ class Connection:
         #: Closed with messages undelivered (slow consumer): its user's ``seen`` cursor
         #: must not move past them.
         self.lost = False
-        self.jobs: set[str] = set()
-        self.channels: set[str] = set()
+        #: The jobs and channels subscribed to: an empty set is 216 bytes, and most idle
+        #: connections have no channel and at most a job, so both start as :data:`NONE`.
+        self.jobs: AbstractSet[str] = NONE
+        self.channels: AbstractSet[str] = NONE
         #: Jobs whose subscription waits for its snapshot: live events are held back here.
         self.pending: dict[str, list[StreamEvent]] = {}
         #: The partition of each job subscribed to (or waiting for its snapshot).
@@ -164,9 +176,8 @@ class Hub:
         conn.job_partitions.clear()
         for channel in list(conn.channels):
             self.leave_channel(conn, channel)
-        conn.jobs.clear()
+        conn.jobs = conn.channels = NONE
         conn.pending.clear()
-        conn.channels.clear()
 
     def watch_job(self, conn: Connection, job_id: str, partition: int) -> None:
         """Start holding live events of ``job_id`` (of ``partition``) for ``conn`` until its
@@ -178,7 +189,8 @@ class Hub:
             self._need(partition)
 
     def unwatch_job(self, conn: Connection, job_id: str) -> None:
-        conn.jobs.discard(job_id)
+        if job_id in conn.jobs:
+            conn.jobs = conn.jobs - {job_id} or NONE
         conn.pending.pop(job_id, None)
         conn.cursors.pop(job_id, None)
         _discard(self.by_job, job_id, conn)
@@ -189,7 +201,7 @@ class Hub:
     def open_job(self, conn: Connection, job_id: str, snapshot: dict[str, Any]) -> None:
         """Send the snapshot, then the live events held meanwhile that are newer than it."""
         held = conn.pending.pop(job_id, [])
-        conn.jobs.add(job_id)
+        conn.jobs = _added(conn.jobs, job_id)
         key = FINAL if is_terminal(snapshot) else parse_event_id(snapshot["eventId"])
         conn.cursors[job_id] = max(key, conn.cursors.get(job_id, key))
         # Always sent (it answers the subscribe). Counted as small even when it carries a
@@ -203,7 +215,7 @@ class Hub:
     def join_channel(self, conn: Connection, channel: str) -> None:
         if channel in conn.channels:
             return
-        conn.channels.add(channel)
+        conn.channels = _added(conn.channels, channel)
         self.by_channel[channel].add(conn)
         if channel == OPS:
             for partition in range(self.space.count):
@@ -212,7 +224,7 @@ class Hub:
     def leave_channel(self, conn: Connection, channel: str) -> None:
         if channel not in conn.channels:
             return
-        conn.channels.discard(channel)
+        conn.channels = conn.channels - {channel} or NONE
         _discard(self.by_channel, channel, conn)
         if channel == OPS:
             for partition in range(self.space.count):

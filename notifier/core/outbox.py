@@ -111,6 +111,24 @@ class _Item:
 class Outbox:
     """Opened by :meth:`start`; until then messages wait (the transport greets the client first)."""
 
+    __slots__ = (
+        "_backpressure",
+        "_bytes",
+        "_close",
+        "_close_transport",
+        "_done",
+        "_finished",
+        "_items",
+        "_latest_output",
+        "_latest_progress",
+        "_limit",
+        "_started",
+        "_write",
+        "_write_now",
+        "_writer",
+        "merged",
+    )
+
     def __init__(
         self,
         write: Write,

@@ -64,6 +64,8 @@ NEEDS: tuple[Need, ...] = (
     Need("uvicorn", f"{_UVICORN_WS}.data_received", ("data",)),
     Need("uvicorn", f"{_UVICORN_WS}.run_asgi", ()),
     Need("uvicorn", f"{_UVICORN_WS}.send", ("message",)),
+    Need("uvicorn", f"{_UVICORN_WS}.start_keepalive", ()),
+    Need("uvicorn", f"{_UVICORN_WS}.stop_keepalive", ()),
     Need(
         "uvicorn",
         _UVICORN_WS,
@@ -120,6 +122,7 @@ NEEDS: tuple[Need, ...] = (
             "last_ping",
         ),
     ),
+    Need("python-engineio", "engineio.async_drivers.asgi:WebSocket", assigned=("asgi_receive",)),
     Need("python-engineio", f"{_EIO_SERVER}.create_queue"),
     Need("python-engineio", f"{_EIO_SERVER}.create_event"),
     Need("python-engineio", f"{_EIO_SERVER}.disconnect", ("sid",)),

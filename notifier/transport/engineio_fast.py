@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import engineio
@@ -19,7 +19,7 @@ import engineio.exceptions
 from engineio import packet as eio_packet
 
 from notifier.transport import inline
-from notifier.transport.frames import WRITE_FRAME, WriteFrame
+from notifier.transport.frames import KEEPALIVE_OFF, WRITE_FRAME, WriteFrame
 from notifier.transport.lazy_queue import LazyQueue
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,12 @@ class FastSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
       run eagerly, :mod:`notifier.transport.inline`); only if that write has to wait (flow
       control) do
       later packets queue, behind it, for a task that exists until they are written;
-    - the reader is the connection's own ASGI task, under one deadline that each received
-      frame moves (a silent peer is dropped after ping interval + ping timeout, as
-      upstream);
-    - the next ping is a loop timer, not a sleeping task.
+    - the reader is the connection's own ASGI task; each received frame stamps the time,
+      and a peer silent for ping interval + ping timeout is dropped (as upstream) by the
+      server's sweep (:meth:`FastEngineServer._service_task`), which cancels the read;
+    - the next ping is a due time that the same sweep sends, not a sleeping task nor a
+      loop timer: an idle session holds no timer at all (uvicorn's own WebSocket pings are
+      turned off for it, :data:`~notifier.transport.frames.KEEPALIVE_OFF`).
 
     Long-polling keeps upstream's queue, which each GET drains (``poll``, without a task
     per wait).
@@ -50,7 +52,10 @@ class FastSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
     _ws: Any = None  # the Engine.IO WebSocket while this session is on one
     _write_frame: WriteFrame | None = None  # the server's frame writer for that WebSocket
     _flushing: asyncio.Task[None] | None = None  # writes what a waiting send held back
-    _ping: asyncio.TimerHandle | None = None
+    _ping_at = 0.0  # wall clock time the next ping is due (0: none scheduled)
+    _reader: asyncio.Task[Any] | None = None  # the task reading the WebSocket
+    _heard = 0.0  # loop time of the last frame received on the WebSocket
+    _deaf = False  # the sweep cancelled the read: nothing heard for too long
     #: Called once the session has moved from long-polling to a WebSocket.
     on_upgrade: Callable[[], None] | None = None
 
@@ -138,31 +143,45 @@ class FastSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
     def schedule_ping(self) -> None:
         if self.last_ping:  # only once the previous ping was answered
             self.last_ping = None
-            loop = asyncio.get_running_loop()
-            self._ping = loop.call_later(self.server.ping_interval, self._send_ping_now)
+            self._ping_at = time.time() + self.server.ping_interval
 
-    def _send_ping_now(self) -> None:
-        self._ping = None
-        if not self.closing and not self.closed:
-            self.last_ping = time.time()
-            self.push(eio_packet.Packet(eio_packet.PING))
+    def ping_if_due(self, now: float) -> None:
+        """The server's periodic pass: send the ping that is due."""
+        if self._ping_at and self._ping_at <= now:
+            self._ping_at = 0.0
+            if not self.closing and not self.closed:
+                self.last_ping = now
+                self.push(eio_packet.Packet(eio_packet.PING))
+
+    def drop_if_silent(self, loop_now: float, silent_for: float) -> None:
+        """The server's periodic pass: end a WebSocket read silent for ``silent_for``."""
+        reader = self._reader
+        if reader is not None and not self._deaf and loop_now - self._heard > silent_for:
+            self._deaf = True
+            reader.cancel()
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
-        if self._ping is not None:
-            self._ping.cancel()
-            self._ping = None
+        self._ping_at = 0.0
         # As upstream, the client closes the WebSocket once it has the CLOSE packet (a
         # silent one is dropped at the read deadline). Closing it from here as well went
         # with python-engineio clients left with open aiohttp sessions in test runs.
         await super().close(wait=wait, abort=abort, reason=reason)
+        if self.closed and not self.upgraded:
+            # A long-polling GET still waiting for packets ends now rather than at its
+            # timeout (ping interval + ping timeout): it holds the session, and all the
+            # connection's objects with it, after a client that sent CLOSE has left.
+            self.queue.put_nowait(None)
 
-    async def _upgrade_websocket(self, environ: dict[str, Any]) -> Any:
+    def _upgrade_websocket(self, environ: dict[str, Any]) -> Coroutine[Any, Any, Any]:
+        # Not a coroutine of its own (the connection's task would hold its frame for as
+        # long as the connection lives): upstream's, once the server's extensions are read.
         extensions = environ.get("asgi.scope", {}).get("extensions") or {}
-        self._write_frame = extensions.get(WRITE_FRAME)
-        try:
-            return await super()._upgrade_websocket(environ)
-        finally:
-            self._write_frame = None
+        self._write_frame = extensions.get(WRITE_FRAME)  # dropped when the reader ends
+        keepalive_off = extensions.get(KEEPALIVE_OFF)
+        if keepalive_off is not None:
+            keepalive_off()  # Engine.IO's pings and read deadline are the heartbeat
+        upgrade: Coroutine[Any, Any, Any] = super()._upgrade_websocket(environ)
+        return upgrade
 
     async def _websocket_handler(self, ws: Any) -> None:
         server = self.server
@@ -181,23 +200,46 @@ class FastSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         self.connected = self.upgraded = True
         self._ws = ws
         self._flush()  # what was queued before (the OPEN packet, a CONNECT answer)
+        reader = self._reader = asyncio.current_task()
+        self._heard = loop.time()
+        reading: set[FastSocket] | None = getattr(server, "reading", None)
+        if reading is not None:  # swept until the read ends, closed session or not
+            reading.add(self)
+        # uvicorn's receive, awaited here rather than through the driver's ``wait``: one
+        # coroutine frame less held by every idle connection (and the same events read).
+        receive = getattr(ws, "asgi_receive", None) or _waiting(ws)
         try:
-            async with asyncio.timeout(loop.time() + limit) as deadline:
-                while not self.closed:
-                    data = await ws.wait()
-                    deadline.reschedule(loop.time() + limit)
-                    if data and len(data) > server.max_http_buffer_size:
-                        break  # as upstream: an oversized frame ends the session
-                    try:
-                        await self.receive(eio_packet.Packet(encoded_packet=data))
-                    except engineio.exceptions.UnknownPacketError:
-                        pass
-                    except engineio.exceptions.SocketIsClosedError:
-                        break
-        except (TimeoutError, OSError, ValueError):
-            pass  # a silent peer, a disconnect, an undecodable frame: the session ends
+            while not self.closed:
+                event = await receive()
+                self._heard = loop.time()
+                if event["type"] != "websocket.receive":
+                    break  # the peer went away
+                data = event.get("bytes")
+                if data is None:
+                    data = event.get("text")
+                if data is None:
+                    break  # as upstream's driver: nothing to decode ends the session
+                if data and len(data) > server.max_http_buffer_size:
+                    break  # as upstream: an oversized frame ends the session
+                try:
+                    await self.receive(eio_packet.Packet(encoded_packet=data))
+                except engineio.exceptions.UnknownPacketError:
+                    pass
+                except engineio.exceptions.SocketIsClosedError:
+                    break
+        except (OSError, ValueError):
+            pass  # a disconnect, an undecodable frame: the session ends
+        except asyncio.CancelledError:
+            # The sweep's cancel of a silent peer's read ends the session; any other
+            # cancellation goes on.
+            if not self._deaf or reader is None or reader.uncancel() > 0:
+                raise
         finally:
             self._ws = None
+            self._write_frame = None
+            self._reader = None
+            if reading is not None:
+                reading.discard(self)
             if self._flushing is not None:
                 self._flushing.cancel()
         with contextlib.suppress(Exception):
@@ -223,6 +265,19 @@ class FastSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
             self.upgrading = False
 
 
+def _waiting(ws: Any) -> Callable[[], Coroutine[Any, Any, dict[str, Any]]]:
+    """An ASGI receive of a driver without one: its ``wait``, as events."""
+
+    async def receive() -> dict[str, Any]:
+        try:
+            data = await ws.wait()
+        except OSError:
+            return {"type": "websocket.disconnect"}
+        return {"type": "websocket.receive", "text": data}
+
+    return receive
+
+
 class FastEngineServer(engineio.AsyncServer):  # type: ignore[misc]
     """python-engineio's server: sessions without tasks of their own (:class:`FastSocket`).
 
@@ -233,10 +288,19 @@ class FastEngineServer(engineio.AsyncServer):  # type: ignore[misc]
       CLOSE packet is still queued for the next GET (or written to the WebSocket); a later
       request of the session is answered 400.
     - The service task that drops sessions whose client stopped answering pings checks
-      them all in one pass every quarter of the ping timeout. Upstream spreads one pass
-      over a ping timeout with a wait per session, each ``asyncio.wait_for`` a task: with
-      thousands of idle connections, most of the server's idle CPU.
+      them all in one pass every quarter of the ping timeout (or of the ping interval, if
+      shorter). Upstream spreads one pass over a ping timeout with a wait per session, each
+      ``asyncio.wait_for`` a task: with thousands of idle connections, most of the
+      server's idle CPU. The same pass sends the pings that are due and drops WebSocket
+      readers silent for ping interval + ping timeout (:meth:`FastSocket.drop_if_silent`,
+      also once the session is closed), so that an idle session holds no timer of its own.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Sessions reading a WebSocket, swept for silence even once closed and dropped
+        #: from ``sockets`` (a peer that never answers a server's CLOSE).
+        self.reading: set[FastSocket] = set()
 
     def create_queue(self, *args: Any, **kwargs: Any) -> LazyQueue[Any]:
         return (
@@ -254,20 +318,29 @@ class FastEngineServer(engineio.AsyncServer):  # type: ignore[misc]
 
     async def _service_task(self) -> None:
         self.service_task_event = stop = self.create_event()
-        interval = max(0.5, self.ping_timeout / 4)
+        interval = max(0.25, min(self.ping_timeout, self.ping_interval) / 4)
+        silent_for = self.ping_interval + self.ping_timeout
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await stop.wait()
-            deadline = time.time() - self.ping_timeout
+            now = time.time()
+            loop_now = loop.time()
+            deadline = now - self.ping_timeout
             for sid, socket in list(self.sockets.items()):
                 if socket.closed:
                     self.sockets.pop(sid, None)
-                elif not socket.closing and socket.last_ping and socket.last_ping < deadline:
+                    continue
+                if isinstance(socket, FastSocket):
+                    socket.ping_if_due(now)
+                if not socket.closing and socket.last_ping and socket.last_ping < deadline:
                     try:
                         await socket.check_ping_timeout()  # closes it
                     except Exception:
                         log.exception("closing a silent session failed", extra={"eio_sid": sid})
+            for socket in list(self.reading):
+                socket.drop_if_silent(loop_now, silent_for)
 
 
 def adopt(eio_server: Any, eio_sid: str) -> None:

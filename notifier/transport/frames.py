@@ -15,6 +15,10 @@ T = TypeVar("T")
 #: :class:`notifier.transport.uvicorn_fast.FastWebSocketProtocol`.
 WRITE_FRAME = "jobcast.websocket.write_frame"
 WriteFrame = Callable[[bytes], bool]
+#: ASGI scope extension: ``keepalive_off()`` stops the server's own WebSocket pings on this
+#: connection, for an application that has a heartbeat of its own (Engine.IO). Offered by
+#: :class:`notifier.transport.uvicorn_fast.FastWebSocketProtocol`.
+KEEPALIVE_OFF = "jobcast.websocket.keepalive_off"
 
 
 def text_frame(text: str) -> bytes:

@@ -1,4 +1,4 @@
-"""A queue for thousands of idle connections.
+"""A queue and an event for thousands of idle connections.
 
 Every WebSocket connection has two queues that are empty nearly all the time: uvicorn's
 queue of received messages and python-engineio's queue of packets to send. An
@@ -7,6 +7,8 @@ queue of received messages and python-engineio's queue of packets to send. An
 jobcast's own state. :class:`LazyQueue` is the part of ``asyncio.Queue`` that uvicorn and
 python-engineio use (unbounded; ``put``/``put_nowait``, ``get``/``get_nowait``, ``empty``,
 ``qsize``, ``task_done``, ``join``), with the same semantics, holding nothing while empty.
+:class:`LazyEvent` is the same for ``asyncio.Event`` (uvicorn's ``writable`` flag, set but
+for the moments the transport is paused): its waiters' deque, ~0.7 KiB, only while one waits.
 """
 
 from __future__ import annotations
@@ -106,3 +108,48 @@ class LazyQueue(Generic[T]):
 
     def __repr__(self) -> str:
         return f"<LazyQueue size={self.qsize()} unfinished={self._unfinished}>"
+
+
+class LazyEvent:
+    """``asyncio.Event`` (``is_set``, ``set``, ``clear``, ``wait``), holding no waiter list
+    while nobody waits."""
+
+    __slots__ = ("_value", "_waiters")
+
+    def __init__(self) -> None:
+        self._value = False
+        self._waiters: list[asyncio.Future[bool]] | None = None
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        if not self._value:
+            self._value = True
+            waiters, self._waiters = self._waiters, None
+            for waiter in waiters or ():
+                if not waiter.done():
+                    waiter.set_result(True)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> bool:
+        if self._value:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+            return True
+        finally:
+            if self._waiters is not None:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+                if not self._waiters:
+                    self._waiters = None
+
+    def __repr__(self) -> str:
+        return f"<LazyEvent {'set' if self._value else 'unset'}>"

@@ -186,6 +186,32 @@ class SocketServer:
         """The write side of the connected client ``sid``."""
         return self._link(sid)
 
+    @staticmethod
+    def forget_handshake(environ: dict[str, Any]) -> None:
+        """Drop what the handshake's request carried, once the connect handler has read it
+        (called after each Socket.IO CONNECT; on both paths).
+
+        python-socketio keeps a session's environ for the session's whole life, and
+        python-engineio's WebSocket handler holds it (with the ASGI scope) while it runs:
+        about 2.5 KiB per idle connection of request headers, in the environ and again in
+        the scope, that nothing reads after the connect handler. It also takes the token of
+        a ``?token=`` connection out of the process's memory. What servers and libraries
+        read later (``asgi.*``, ``REQUEST_METHOD``, ``PATH_INFO``, ...) stays.
+        """
+        kept = {
+            name: value
+            for name, value in environ.items()
+            if not name.startswith(("HTTP_", "CONTENT_")) and name != "wsgi.input"
+        }
+        kept["QUERY_STRING"] = ""
+        kept["RAW_URI"] = environ.get("PATH_INFO", "")
+        environ.clear()  # frees the table grown for the headers, not only its entries
+        environ.update(kept)
+        scope = environ.get("asgi.scope")
+        if isinstance(scope, dict):
+            scope["headers"] = []
+            scope["query_string"] = b""
+
     def _link_factory(self) -> Callable[[str], Link]:
         sio = self.sio
         if self.path == compat.FAST:
@@ -204,6 +230,10 @@ class SocketServer:
         """
         app = socketio.ASGIApp(self.sio, other_asgi_app=other_app, socketio_path=SOCKETIO_PATH)
         limit = self._max_http_buffer_size
+        # Fast path: a WebSocket goes straight to Engine.IO, as python-socketio's and
+        # python-engineio's ASGI apps would send it, minus their two coroutine frames, which
+        # a WebSocket's task holds for as long as the connection lives.
+        engineio_handle = self.sio.eio.handle_request if self.path == compat.FAST else None
 
         async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if (
@@ -224,6 +254,11 @@ class SocketServer:
                 )
                 await send({"type": "http.response.body", "body": b"payload too large"})
                 return
+            if engineio_handle is not None and scope["type"] == "websocket":
+                path = scope.get("path", "")
+                if (path if path.endswith("/") else path + "/").startswith(SOCKETIO_PATH + "/"):
+                    await engineio_handle(scope, receive, send)
+                    return
             await app(scope, receive, send)
 
         return guarded
@@ -272,12 +307,21 @@ class SocketServer:
                     await dispatch_event(eio_sid, pkt)
                 else:
                     await on_message(eio_sid, data)
+                    if pkt.packet_type == sio_packet.CONNECT:
+                        self._connected(eio_sid)
             except (ValueError, TypeError, KeyError, IndexError) as exc:  # malformed
                 error = f"{type(exc).__name__}: {exc}"
                 await self._refuse_packet(eio_sid, f"malformed Socket.IO packet: {error}")
 
         eio.on("connect", connect)
         eio.on("message", message)
+
+    def _connected(self, eio_sid: str) -> None:
+        """The namespace's connect handler has run (handlers are not run as tasks)."""
+        sid = self.sio.manager.sid_from_eio_sid(eio_sid, "/")
+        environ = self.sio.get_environ(sid) if sid is not None else None
+        if isinstance(environ, dict):
+            self.forget_handshake(environ)
 
     async def _refuse_packet(self, eio_sid: str, message: str) -> None:
         sid = self.sio.manager.sid_from_eio_sid(eio_sid, "/")

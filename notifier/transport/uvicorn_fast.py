@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.utils import ClientDisconnected
@@ -15,8 +16,8 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import InvalidState
 from websockets.protocol import Protocol, State
 
-from notifier.transport.frames import WRITE_FRAME
-from notifier.transport.lazy_queue import LazyQueue
+from notifier.transport.frames import KEEPALIVE_OFF, WRITE_FRAME
+from notifier.transport.lazy_queue import LazyEvent, LazyQueue
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGISendEvent
@@ -72,8 +73,14 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
       held, unanswered, until it gives up.
     - It does not keep the handshake's request and response once the connection is open
       (websockets' handshake parser holds the request to the end: it is replaced by the
-      frame parser it would go on with), and its queue of received messages is a
-      :class:`~notifier.transport.lazy_queue.LazyQueue`: about 5 KiB less per idle connection.
+      frame parser it would go on with), its queue of received messages is a
+      :class:`~notifier.transport.lazy_queue.LazyQueue` and its ``writable`` flag a
+      :class:`~notifier.transport.lazy_queue.LazyEvent`: about 6 KiB less per idle
+      connection.
+    - An application with a heartbeat of its own (Engine.IO's pings and read deadline) turns
+      uvicorn's WebSocket keepalive pings off for its connection
+      (:data:`~notifier.transport.frames.KEEPALIVE_OFF` in the scope's extensions): a
+      loop timer per idle connection less, and no second ping on the wire.
     - Frames sent in one turn of the event loop leave in one ``transport.write`` (one
       system call) instead of one each: websockets keeps the frames until
       ``data_to_send()``, which :class:`_Flusher` calls at the end of the turn. Any other
@@ -91,10 +98,22 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
 
     _flush_scheduled = False  # in its loop's _Flusher
     _flusher: _Flusher | None = None
+    _keepalive = True  # uvicorn's WebSocket pings (off: the application has its own)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = LazyQueue()  # type: ignore[assignment]
+        self.writable = LazyEvent()  # type: ignore[assignment]
+        self.writable.set()
+
+    def keepalive_off(self) -> None:
+        """No more uvicorn keepalive pings on this connection (the app has a heartbeat)."""
+        self._keepalive = False
+        self.stop_keepalive()
+
+    def start_keepalive(self) -> None:
+        if self._keepalive:
+            super().start_keepalive()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -106,11 +125,14 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.transport.close()
 
-    async def run_asgi(self) -> None:
+    def run_asgi(self) -> Coroutine[Any, Any, None]:
+        # Not a coroutine of its own: the connection's task would hold its frame for as
+        # long as the connection lives; this returns uvicorn's.
         if isinstance(getattr(self.conn, "writes", None), list):  # websockets' output buffer
             extensions: dict[str, Any] = self.scope["extensions"]
             extensions[WRITE_FRAME] = self.write_frame
-        await super().run_asgi()
+            extensions[KEEPALIVE_OFF] = self.keepalive_off
+        return super().run_asgi()
 
     def _drop_handshake_parser(self) -> None:
         # websockets' ServerProtocol.parse reads the request, then goes on as the frame
@@ -162,6 +184,9 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
                 # The handshake's request and response (two header maps) are not read
                 # again; the ASGI scope keeps the headers the app needs.
                 del self.request, self.response
+                # ... and its attribute table shrinks to what is left: uvicorn assigns
+                # over 30 attributes, so the table is not shared with the class (~0.7 KiB)
+                self.__dict__ = dict(self.__dict__)
                 self._drop_handshake_parser()
             return
         text, data = message.get("text"), message.get("bytes")
