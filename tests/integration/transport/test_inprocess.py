@@ -12,17 +12,14 @@ the clients leave.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from tests.support.env import free_port
 from tests.support.helpers import TIMEOUT, SioClient, Tokens, bearer, connect_sio
+from tests.support.inprocess import serving
 from tests.support.waiting import wait_until_async
 
 pytestmark = pytest.mark.integration
@@ -49,32 +46,10 @@ def server_tasks() -> dict[str, int]:
 async def inprocess(redis_server: Any) -> AsyncIterator[str]:
     from api.factory import create_app
     from notifier.contract.settings import Settings
-    from notifier.transport.serve import websocket_protocol
 
     settings = Settings(_env_file=None)
-    port = free_port()
-    gc_threshold = gc.get_threshold()  # the notifier tunes the process's GC: put it back
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings),
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            lifespan="on",
-            ws=websocket_protocol(settings),
-            ws_per_message_deflate=False,
-        )
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
-        assert await wait_until_async(lambda: server.started or serving.done(), TIMEOUT)
-        assert not serving.done(), "the in-process server did not start"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(serving, TIMEOUT)
-        gc.set_threshold(*gc_threshold)
+    async with serving(create_app(settings), settings) as url:
+        yield url
 
 
 async def connect_all(url: str, tokens: Tokens, transports: list[str], n: int) -> list[SioClient]:
