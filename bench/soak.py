@@ -133,9 +133,10 @@ def count_fds(pid: int) -> int:
         return 0
 
 
-#: asyncio task gauges jobcast could expose; none exists today (metrics.py), so the curve
-#: is reported as not available rather than estimated.
-TASK_METRICS = ("jobcast_asyncio_tasks", "asyncio_tasks")
+#: The notifier's asyncio task gauge (``notifier/observability/metrics.py``: the tasks of
+#: its event loop, counted when ``/metrics`` is read). A server without it (an older
+#: build) gets its curve reported as not available rather than estimated.
+TASK_METRICS = ("jobcast_asyncio_tasks",)
 
 
 def read_metrics(url: str) -> dict[str, float]:
@@ -518,7 +519,7 @@ def write_results(
         )
     first = samples[0] if samples else final
     tasks = (
-        "not available (the notifier exposes no such number)"
+        "not available (no jobcast_asyncio_tasks in the notifier's /metrics)"
         if final.tasks is None
         else f"{first.tasks} / {final.tasks}"
     )

@@ -7,6 +7,7 @@ is on a running server's ``/metrics``.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterator, Mapping, Sequence
 
@@ -85,6 +86,22 @@ REDIS_UP = Gauge(
 # Unknown until the notifier's first check: a process without a notifier (the REST API
 # alone) never reports 0, which would read as Redis down.
 REDIS_UP.set(math.nan)
+
+ASYNCIO_TASKS = Gauge(
+    "jobcast_asyncio_tasks",
+    "asyncio tasks alive in this process's event loop, counted at each scrape (on the fast "
+    "transport one per open WebSocket, the server's own, plus a few of the notifier's)",
+)
+
+
+def _asyncio_tasks() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # scraped from a thread without a running loop
+        return math.nan
+
+
+ASYNCIO_TASKS.set_function(_asyncio_tasks)
 
 TRANSPORT = Info(
     "jobcast_transport",
