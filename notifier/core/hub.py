@@ -276,8 +276,9 @@ class Hub:
                 continue
             message = event.message()  # decoded once, shared by every recipient
             key, size = event.key, _size(event)
+            final = bool(event.job_id) and is_terminal(message)  # once, not per recipient
             for conn in list(targets):
-                self._deliver(conn, event, message, key, size)
+                self._deliver(conn, event, message, key, size, final)
             if self.on_channel is not None:
                 if event.route == "channel":
                     self.on_channel(event, {conn.user_id for conn in targets})
@@ -291,6 +292,7 @@ class Hub:
         message: dict[str, Any],
         key: tuple[int, int] | None = None,
         size: int = 0,
+        final: bool | None = None,
     ) -> None:
         if conn.replaying is not None:
             conn.replaying.append(event)
@@ -303,7 +305,7 @@ class Hub:
                 return
         if key is None:
             key, size = event.key, _size(event)
-        self._send(conn, job_id, message, key, size)
+        self._send(conn, job_id, message, key, size, final)
 
     def _send(
         self,
@@ -312,7 +314,10 @@ class Hub:
         message: dict[str, Any],
         key: tuple[int, int] | None,
         size: int,
+        final: bool | None = None,
     ) -> None:
+        """Send ``message`` unless the connection has seen ``key`` of the job already;
+        ``final``: whether it ends its job (worked out here when the caller did not)."""
         if key is not None:
             seen = conn.cursors.get(job_id)
             if seen is not None and key <= seen:
@@ -321,7 +326,9 @@ class Hub:
             # this connection, not even a second terminal event (a producer that
             # published it again after a Redis failover lost the first copy, which this
             # connection had already been sent, gives it another id).
-            conn.cursors[job_id] = FINAL if job_id and is_terminal(message) else key
+            if final is None:
+                final = bool(job_id) and is_terminal(message)
+            conn.cursors[job_id] = FINAL if final else key
         if conn.send(message, size):
             self.delivered += 1
 
