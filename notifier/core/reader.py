@@ -512,8 +512,13 @@ class PartitionReader:
 
     async def sweep(self) -> None:
         """Read every partition's stream from its last id, without blocking, until none has
-        more: what the live channels did not bring (a reconnection, a missed announcement)."""
-        for _ in range(100):  # bounded: at most 100 batches a partition at a time
+        more: what the live channels did not bring (a reconnection, a missed announcement).
+        It reads to the end, however far behind: a channel message past the end of what was
+        read would move the last id over the entries in between. The streams are capped
+        (``JOBCAST_STREAM_MAX_EVENTS``), so the end comes unless events are appended faster
+        than they are read (then the channels' connection, not read meanwhile, is cut by
+        Redis at its output limit, and the next connection reads again from the last ids)."""
+        while True:
             streams = {self.space.partitions[i].events: last for i, last in self.last_ids.items()}
             if not streams:
                 return

@@ -155,3 +155,24 @@ async def test_a_silent_connection_is_cut_and_nothing_is_lost(
     await asyncio.sleep(1.5)
     reading.check(ids)
     assert "no answer on the live channels' connection" in caplog.text
+
+
+async def test_a_read_of_the_streams_goes_to_the_end_however_far_behind(
+    redis_server: Any,
+) -> None:
+    """After a long cut the stream holds more than many batches: one read of the streams
+    hands on all of it, so that no channel message can move the last id past entries not
+    read yet."""
+    settings = Settings(_env_file=None, redis_url=redis_server.url, replica_wait_ms=0)
+    client = bus.async_client(settings)
+    try:
+        await client.flushall()
+        reading = Reading(client, settings)
+        reader = PartitionReader(client, reading.on_events, reading.space, cluster=False, batch=5)
+        reader.add(reading.index)
+        await reader.start_pending({reading.index})  # from the stream's newest entry
+        backlog = await reading.publish(700)  # 140 batches; nobody reads the channel
+        await reader.sweep()
+        reading.check(backlog)
+    finally:
+        await client.aclose()
