@@ -134,6 +134,7 @@ class _LiveRead:
         self._channels = {p.live.encode(): p.index for p in owner.space.partitions}
         self._sends: set[asyncio.Task[None]] = set()
         self._heard = 0.0  # when the channels' connection last brought anything
+        self._reading = False  # a read of the channels' connection is waiting
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run(), name="jobcast-event-reader")
@@ -215,7 +216,9 @@ class _LiveRead:
         while True:
             await asyncio.sleep(block)
             quiet = time.monotonic() - self._heard
-            if quiet > 3 * block:
+            # Only a read that waits is judged: a loop busy handing on a long catch-up is
+            # not reading, whatever the connection brings meanwhile.
+            if self._reading and quiet > 3 * block:
                 log.warning("event reader: no answer on the live channels' connection")
                 await conn.disconnect(nowait=True)
                 return
@@ -224,9 +227,13 @@ class _LiveRead:
                     await conn.send_command("PING", check_health=False)
 
     async def _read(self, conn: AbstractConnection) -> object:
-        reply = await conn.read_response(disable_decoding=True, timeout=math.inf)
-        self._heard = time.monotonic()
-        return reply
+        self._heard = time.monotonic()  # the silence, if any, starts now
+        self._reading = True
+        try:
+            return await conn.read_response(disable_decoding=True, timeout=math.inf)
+        finally:
+            self._reading = False
+            self._heard = time.monotonic()
 
     def _names(self, partitions: set[int]) -> list[str]:
         return [self.owner.space.partitions[i].live for i in sorted(partitions)]
