@@ -135,6 +135,8 @@ class _LiveRead:
         self._sends: set[asyncio.Task[None]] = set()
         self._heard = 0.0  # when the channels' connection last brought anything
         self._reading = False  # a read of the channels' connection is waiting
+        self._failures = 0  # connections lost or refused since one last answered
+        self._swept = 0.0  # when the streams were last read
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run(), name="jobcast-event-reader")
@@ -154,25 +156,28 @@ class _LiveRead:
         if conn is None or not partitions:
             return  # (re)connecting: it subscribes to every partition once connected
         channels = [self.owner.space.partitions[i].live for i in sorted(partitions)]
-        task = asyncio.create_task(self._send_now(conn, command, channels))
+        task = asyncio.create_task(self._send_now(conn, command, *channels))
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
-    async def _send_now(self, conn: AbstractConnection, command: str, channels: list[str]) -> None:
+    @staticmethod
+    async def _send_now(conn: AbstractConnection, *command: str) -> None:
+        """Send ``command`` on the channels' connection, unless it is closed: redis-py would
+        open it again, without its subscriptions (the read loop opens the next one)."""
+        if not conn.is_connected:
+            return
         with contextlib.suppress(redis.RedisError, OSError):  # the read loop sees it too
-            await conn.send_command(command, *channels, check_health=False)
+            await conn.send_command(*command, check_health=False)
 
     async def run(self) -> None:
-        attempt = 0
         while True:
             try:
                 await self._connected()
-                attempt = 0
             except asyncio.CancelledError:
                 raise
             except (redis.RedisError, OSError) as exc:
-                attempt += 1
-                await asyncio.sleep(_backoff(self.owner, attempt, exc))
+                self._failures += 1  # since the last connection that answered
+                await asyncio.sleep(_backoff(self.owner, self._failures, exc))
             finally:
                 await self._close()
 
@@ -197,16 +202,19 @@ class _LiveRead:
         self._heard = time.monotonic()
         watchdog = asyncio.create_task(self._watch(conn), name="jobcast-live-watchdog")
         block = owner.block_ms / 1000
-        swept = time.monotonic()
+        self._swept = time.monotonic()
         try:
             while True:
                 reply = await self._read(conn)
-                resubscribed = await self._on_replies(conn, reply)
-                if resubscribed or time.monotonic() - swept >= block:
-                    await owner.sweep()
-                    swept = time.monotonic()
+                await self._on_replies(conn, reply)
+                if time.monotonic() - self._swept >= block:
+                    await self._sweep()
         finally:
             watchdog.cancel()
+
+    async def _sweep(self) -> None:
+        await self.owner.sweep()
+        self._swept = time.monotonic()
 
     async def _watch(self, conn: AbstractConnection) -> None:
         """PING the channels' connection when it has been quiet for a while (its answer
@@ -223,8 +231,7 @@ class _LiveRead:
                 await conn.disconnect(nowait=True)
                 return
             if quiet >= block:
-                with contextlib.suppress(redis.RedisError, OSError):
-                    await conn.send_command("PING", check_health=False)
+                await self._send_now(conn, "PING")
 
     async def _read(self, conn: AbstractConnection) -> object:
         self._heard = time.monotonic()  # the silence, if any, starts now
@@ -238,29 +245,31 @@ class _LiveRead:
     def _names(self, partitions: set[int]) -> list[str]:
         return [self.owner.space.partitions[i].live for i in sorted(partitions)]
 
-    async def _on_replies(self, conn: AbstractConnection, reply: object) -> bool:
-        """Handle ``reply`` and those already buffered behind it (at most a batch), each
-        partition's messages handed on together. True when a reply confirms the
-        subscription of a partition already read (after a reconnection): what was missed
-        meanwhile is to be read from the stream now."""
+    async def _on_replies(self, conn: AbstractConnection, reply: object) -> None:
+        """Handle ``reply`` and those already buffered behind it (a bounded number), each
+        partition's messages handed on together."""
         self.owner.read_ok()
+        self._failures = 0
         batches: dict[int, list[StreamEvent]] = {}
-        resubscribed = await self._one(reply, batches)
+        await self._one(reply, batches)
         for _ in range(10 * self.owner.batch):  # then the loop's own checks (the sweep) run
             if not await conn.can_read():  # what is buffered only
                 break
             reply = await self._read(conn)
-            resubscribed = await self._one(reply, batches) or resubscribed
+            await self._one(reply, batches)
         await self._flush(batches)
-        return resubscribed
 
-    async def _one(self, reply: object, batches: dict[int, list[StreamEvent]]) -> bool:
+    async def _one(self, reply: object, batches: dict[int, list[StreamEvent]]) -> None:
         if isinstance(reply, list) and len(reply) >= 3 and reply[0] == b"message":
             if self._take(reply[1], reply[2], batches) >= self.owner.batch:
                 await self._flush(batches)
-            return False
+            return
         await self._flush(batches)  # what came before it is handed on first
-        return await self._on_control(reply)
+        if await self._on_control(reply):
+            # Subscribed again after a reconnection: what was appended meanwhile is read
+            # from the streams now, before any message behind this confirmation (a newer
+            # entry's message would move the last id over the ones not read yet).
+            await self._sweep()
 
     def _take(self, channel: bytes, data: bytes, batches: dict[int, list[StreamEvent]]) -> int:
         """Add a channel message to its partition's batch, unless that partition is not read

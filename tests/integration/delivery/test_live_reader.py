@@ -52,8 +52,21 @@ class Reading:
             ids.append(event_id)
         return ids
 
-    async def received(self, ids: list[str]) -> bool:
-        return await wait_until_async(lambda: len(self.got) >= len(ids), 10, interval=0.02)
+    async def wait_for(self, ids: list[str]) -> None:
+        """Wait (at most 10 s) until as many entries as ``ids`` were handed on."""
+        arrived = await wait_until_async(lambda: len(self.got) >= len(ids), 10, interval=0.02)
+        assert arrived, self.describe(ids)
+
+    def describe(self, ids: list[str]) -> str:
+        got = [e.event_id for e in self.got]
+        live = self.reader._shared
+        conn = live.conn if live is not None else None
+        return (
+            f"handed on {len(got)} of {len(ids)}; missing {[i for i in ids if i not in got]}; "
+            f"reader connected={self.reader.connected} healthy={self.reader.healthy} "
+            f"last ids={self.reader.last_ids} channels' connection "
+            f"{'open' if conn is not None and conn.is_connected else 'none or closed'}"
+        )
 
     def check(self, ids: list[str]) -> None:
         got = [e.event_id for e in self.got]
@@ -81,7 +94,7 @@ async def reading(redis_server: Any) -> AsyncIterator[Reading]:
 
 async def test_announced_entries_are_handed_on_in_order(reading: Reading) -> None:
     ids = await reading.publish(50)
-    assert await reading.received(ids)
+    await reading.wait_for(ids)
     await asyncio.sleep(0.2)  # nothing more comes
     reading.check(ids)
 
@@ -92,16 +105,16 @@ async def test_entries_appended_without_announcement_are_read_from_the_stream(
     """The once-a-second read of the streams: entries no channel message announced (a
     publisher of a release before the live channels) still reach the reader, in order."""
     before = await reading.publish(3)
-    assert await reading.received(before)
+    await reading.wait_for(before)
     quiet = []
     for n in range(3):
         fields = {"r": "user", "t": "system_notification", "u": reading.user, "j": "", "c": "",
                   "p": f'{{"type":"system_notification","message":"quiet {n}"}}'}  # fmt: skip
         quiet.append(await reading.client.xadd(reading.part.events, fields))
-    assert await reading.received([*before, *quiet])
+    await reading.wait_for([*before, *quiet])
     after = await reading.publish(3, start=3)
     ids = [*before, *quiet, *after]
-    assert await reading.received(ids)
+    await reading.wait_for(ids)
     await asyncio.sleep(1.5)  # past a read of the stream: nothing is handed on twice
     reading.check(ids)
 
@@ -110,13 +123,13 @@ async def test_entries_published_while_the_connection_is_cut_are_not_lost(
     reading: Reading,
 ) -> None:
     first = await reading.publish(5)
-    assert await reading.received(first)
+    await reading.wait_for(first)
     killed = await reading.client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
     assert killed >= 1, "the reader's channel connection was not found"
     during = await reading.publish(20, start=5)
     after = await reading.publish(5, start=25)
     ids = [*first, *during, *after]
-    assert await reading.received(ids)
+    await reading.wait_for(ids)
     await asyncio.sleep(1.5)
     reading.check(ids)
 
@@ -133,7 +146,7 @@ async def test_garbage_on_the_channel_changes_nothing(reading: Reading) -> None:
         await reading.client.publish(reading.part.live, junk)
     after = await reading.publish(2, start=2)
     ids = [*before, *after]
-    assert await reading.received(ids)
+    await reading.wait_for(ids)
     await asyncio.sleep(0.2)
     reading.check(ids)
     assert reading.reader.healthy
@@ -146,12 +159,12 @@ async def test_a_silent_connection_is_cut_and_nothing_is_lost(
     intervals: the reader gives up on that connection, connects again, and reads what was
     published meanwhile from the stream."""
     first = await reading.publish(2)
-    assert await reading.received(first)
+    await reading.wait_for(first)
     await reading.client.execute_command("CLIENT", "PAUSE", 4500, "ALL")
     during = await reading.publish(3, start=2)  # waits out the pause
     after = await reading.publish(2, start=5)
     ids = [*first, *during, *after]
-    assert await reading.received(ids)
+    await reading.wait_for(ids)
     await asyncio.sleep(1.5)
     reading.check(ids)
     assert "no answer on the live channels' connection" in caplog.text
