@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -62,10 +62,7 @@ class LazyQueue(Generic[T]):
 
     async def get(self) -> T:
         while not self._items:
-            getter = asyncio.get_running_loop().create_future()
-            if self._getters is None:
-                self._getters = []
-            self._getters.append(getter)
+            getter, self._getters = _new_waiter(self._getters)
             try:
                 await getter
             except BaseException:
@@ -137,10 +134,7 @@ class LazyEvent:
     async def wait(self) -> bool:
         if self._value:
             return True
-        waiter = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(waiter)
+        waiter, self._waiters = _new_waiter(self._waiters)
         try:
             await waiter
             return True
@@ -153,3 +147,15 @@ class LazyEvent:
 
     def __repr__(self) -> str:
         return f"<LazyEvent {'set' if self._value else 'unset'}>"
+
+
+def _new_waiter(
+    waiters: list[asyncio.Future[Any]] | None,
+) -> tuple[asyncio.Future[Any], list[asyncio.Future[Any]]]:
+    """A future of the running loop, appended to ``waiters`` (made on the first waiter:
+    an idle connection holds none)."""
+    waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    if waiters is None:
+        waiters = []
+    waiters.append(waiter)
+    return waiter, waiters
