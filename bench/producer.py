@@ -120,7 +120,7 @@ class JobcastPublisher:
         calls: list[int] = []  # where each event's script call is among the replies
         with self.client.pipeline(transaction=False) as pipe:
             for event in events:
-                if self.bus._records_owner(event):  # as publish_sync: a change of state
+                if self.bus.records_owner(event):  # as publish_sync: a change of state
                     pipe.set(
                         keys.job_owner(event.job_id), event.user_id,
                         ex=self.settings.retention_seconds,

@@ -103,7 +103,7 @@ class Publisher:
         call = bus.publish_call(part, event, self.config)
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                if bus._records_owner(event):  # as publish_sync: a change of state
+                if bus.records_owner(event):  # as publish_sync: a change of state
                     pipe.set(
                         keys.job_owner(event.job_id),
                         event.user_id,
@@ -119,7 +119,7 @@ class Publisher:
                 self._replied(replies, at + 1, STATE_LUA, [state.key], [state.value, state.expires])
             if bus.declined(raw):  # the full script, on its own
                 call = bus.full_call(part, event, self.config)
-                raw = bus._bound(self.client, call.source)(keys=call.keys, args=call.args)
+                raw = bus.bound_script(self.client, call.source)(keys=call.keys, args=call.args)
         except (redis.RedisError, OSError) as exc:
             self._failed(exc)
             log.warning(
@@ -146,7 +146,7 @@ class Publisher:
         raw = replies[at]
         if isinstance(raw, redis.exceptions.NoScriptError):
             self._shas.pop(source, None)
-            return bus._bound(self.client, source)(keys=keys, args=args)
+            return bus.bound_script(self.client, source)(keys=keys, args=args)
         if isinstance(raw, Exception):
             raise raw
         for reply in replies[:at]:  # the owner index, written before it

@@ -123,7 +123,7 @@ def is_step(event: Event) -> bool:
     return event.type == JOB_STATUS_UPDATE and event.state == PROCESSING and event.seq > 1
 
 
-def _records_owner(event: Event) -> bool:
+def records_owner(event: Event) -> bool:
     """Whether publishing ``event`` (re)writes its job's owner index: every change of state
     does (the first event of a job is one); a progress step, the hot path, does not."""
     return bool(event.job_id) and not is_step(event)
@@ -196,7 +196,7 @@ def _result(raw: Any) -> str | None:
 _SCRIPTS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
-def _bound(client: Any, source: str) -> Any:
+def bound_script(client: Any, source: str) -> Any:
     """The script ``source`` bound to ``client``, made once per client (not per event)."""
     scripts_of = _SCRIPTS.get(client)
     if scripts_of is None:
@@ -209,7 +209,7 @@ def _bound(client: Any, source: str) -> Any:
 
 def _publish_script(client: Any) -> Any:
     """The publish script bound to ``client``."""
-    return _bound(client, PUBLISH_LUA)
+    return bound_script(client, PUBLISH_LUA)
 
 
 # --- replicas
@@ -315,15 +315,15 @@ def publish_sync(client: SyncRedis, event: Event, settings: Settings) -> str | N
     if event.route in FANOUT_ROUTES:
         return fan_out_sync(client, event, settings, {})[space.index_of(event.user_id)]
     part = space.of_user(event.user_id)
-    if _records_owner(event):
+    if records_owner(event):
         client.set(keys.job_owner(event.job_id), event.user_id, ex=settings.retention_seconds)
     if event.terminal and settings.replica_wait_ms > 0:
         return _confirm_sync(client, part, event, settings)
     call = publish_call(part, event, settings)
-    raw = _bound(client, call.source)(keys=call.keys, args=call.args)
+    raw = bound_script(client, call.source)(keys=call.keys, args=call.args)
     if declined(raw):
         call = full_call(part, event, settings)
-        raw = _bound(client, call.source)(keys=call.keys, args=call.args)
+        raw = bound_script(client, call.source)(keys=call.keys, args=call.args)
     return _result(raw)
 
 
@@ -352,12 +352,12 @@ async def publish(client: AsyncRedis, event: Event, settings: Settings) -> str |
     if event.route in FANOUT_ROUTES:
         return _result((await _fan_out(client, event, settings))[space.index_of(event.user_id)])
     part = space.of_user(event.user_id)
-    if _records_owner(event):
+    if records_owner(event):
         await client.set(keys.job_owner(event.job_id), event.user_id, ex=settings.retention_seconds)
     if event.terminal and settings.replica_wait_ms > 0:
         return await _confirm(client, part, event, settings)
     call = publish_call(part, event, settings)
-    raw = await _bound(client, call.source)(keys=call.keys, args=call.args)
+    raw = await bound_script(client, call.source)(keys=call.keys, args=call.args)
     if declined(raw):
         call = full_call(part, event, settings)
         raw = await script(keys=call.keys, args=call.args)
@@ -396,7 +396,7 @@ def append_output_sync(
     part = keyspace(settings.partitions).of_user(user_id)
     # Encoded here, once: a lone surrogate becomes '?' (one code point, as in the count).
     encoded = chunk.encode("utf-8", "replace")
-    raw = _bound(client, OUTPUT_LUA)(
+    raw = bound_script(client, OUTPUT_LUA)(
         keys=[part.events, part.job(job_id), part.job_output(job_id)],
         args=[
             user_id,

@@ -137,6 +137,7 @@ class _LiveRead:
         self._reading = False  # a read of the channels' connection is waiting
         self._failures = 0  # connections lost or refused since one last answered
         self._swept = 0.0  # when the streams were last read
+        self._caught_up = False
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run(), name="jobcast-event-reader")
@@ -200,6 +201,7 @@ class _LiveRead:
         if self.partitions:
             await conn.send_command("SUBSCRIBE", *self._names(self.partitions), check_health=False)
         self._heard = time.monotonic()
+        self._caught_up = False  # this connection's resubscription not yet followed by a read
         watchdog = asyncio.create_task(self._watch(conn), name="jobcast-live-watchdog")
         block = owner.block_ms / 1000
         self._swept = time.monotonic()
@@ -265,11 +267,13 @@ class _LiveRead:
                 await self._flush(batches)
             return
         await self._flush(batches)  # what came before it is handed on first
-        if await self._on_control(reply):
+        if await self._on_control(reply) and not self._caught_up:
             # Subscribed again after a reconnection: what was appended meanwhile is read
             # from the streams now, before any message behind this confirmation (a newer
-            # entry's message would move the last id over the ones not read yet).
+            # entry's message would move the last id over the ones not read yet). One read
+            # serves every partition: one SUBSCRIBE subscribed them all at once.
             await self._sweep()
+            self._caught_up = True
 
     def _take(self, channel: bytes, data: bytes, batches: dict[int, list[StreamEvent]]) -> int:
         """Add a channel message to its partition's batch, unless that partition is not read
