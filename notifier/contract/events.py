@@ -359,6 +359,12 @@ class StreamEvent:
     payload: str  # the message as JSON, without eventId
     #: The partition whose stream the event was read from (its id is of that stream).
     partition: int = 0
+    #: ``event_id`` as two numbers (:func:`parse_event_id`), parsed once: the reader, the
+    #: hub and the metrics each compare or read it.
+    key: tuple[int, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", parse_event_id(self.event_id))
 
     @classmethod
     def from_entry(cls, event_id: str, fields: dict[str, str], partition: int = 0) -> StreamEvent:
@@ -398,10 +404,6 @@ class StreamEvent:
             payload=rest[channel_end:].decode(),
             partition=partition,
         )
-
-    @property
-    def key(self) -> tuple[int, int]:
-        return parse_event_id(self.event_id)
 
     def message(self, **extra: Any) -> dict[str, Any]:
         """The wire message: the payload with ``eventId`` (and any ``extra``) added."""

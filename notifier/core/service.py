@@ -209,10 +209,10 @@ class Notifier:
         )
 
     async def _on_events(self, batch: Sequence[StreamEvent]) -> None:
-        metrics.EVENTS_CONSUMED.inc(len(batch))
+        metrics.EVENTS_CONSUMED.value += len(batch)
         self.hub.dispatch(batch)
         delivered = self.hub.delivered
-        metrics.EVENTS_DELIVERED.inc(delivered - self._delivered_seen)
+        metrics.EVENTS_DELIVERED.value += delivered - self._delivered_seen
         self._delivered_seen = delivered
         now = time.time() * 1000
         metrics.DELIVERY_DELAY.observe(max(0.0, now - batch[-1].key[0]) / 1000)

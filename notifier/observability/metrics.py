@@ -36,11 +36,30 @@ from notifier.contract.events import (
 CONNECTIONS = Gauge(
     "jobcast_connections", "Open client connections on this instance", ["transport"]
 )
-EVENTS_CONSUMED = Counter(
+
+
+class HotCounter(Collector):
+    """A process-wide counter that the delivery path adds to once per batch: ``value += n``
+    is one integer addition (only the event loop's thread adds; no lock, no call into
+    prometheus_client per event), read at each scrape."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name, self.documentation = name, documentation
+        self.value = 0
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, value=self.value)
+
+
+EVENTS_CONSUMED = HotCounter(
     "jobcast_events_consumed_total",
     "Events read from the event streams of the partitions this instance reads",
 )
-EVENTS_DELIVERED = Counter("jobcast_events_delivered_total", "Messages sent to client connections")
+EVENTS_DELIVERED = HotCounter(
+    "jobcast_events_delivered_total", "Messages sent to client connections"
+)
+REGISTRY.register(EVENTS_CONSUMED)
+REGISTRY.register(EVENTS_DELIVERED)
 AUTH_FAILURES = Counter(
     "jobcast_auth_failures_total", "Refused connections and requests", ["reason", "transport"]
 )
