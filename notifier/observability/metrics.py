@@ -8,8 +8,9 @@ is on a running server's ``/metrics``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -195,11 +196,28 @@ def _counters(name: str, documentation: str, label: str, counts: dict[str, int])
 JOB_TOTALS = JobTotals()
 REGISTRY.register(JOB_TOTALS)
 
+log = logging.getLogger(__name__)
+
+#: What reads this process's figures from Redis for a scrape (a notifier adds its own:
+#: the job figures and the reader's lag), so that nothing is read between scrapes; each
+#: has :data:`SCRAPE_REFRESH_SECONDS`, after which the scrape answers with what it had.
+SCRAPE_REFRESH: list[Callable[[], Awaitable[None]]] = []
+SCRAPE_REFRESH_SECONDS = 2.0
+
+
+async def refresh_for_scrape() -> None:
+    for refresh in list(SCRAPE_REFRESH):
+        try:
+            await asyncio.wait_for(refresh(), SCRAPE_REFRESH_SECONDS)
+        except Exception as exc:  # the scrape still answers, with the figures it had
+            log.warning("figures from Redis not read for a scrape", extra={"error": repr(exc)})
+
 
 def metrics_route() -> Route:
     """``GET /metrics`` in the Prometheus text format (at that exact path: no redirect)."""
 
     async def metrics(_: Request) -> Response:
+        await refresh_for_scrape()
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return Route("/metrics", metrics, include_in_schema=False)

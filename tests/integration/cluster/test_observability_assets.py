@@ -59,7 +59,7 @@ async def test_a_job_moves_the_job_metrics_and_redis_is_up(
     job_id = await start_job(
         http, tokens.alice, topic="observability", sections=3, secondsPerSection=0.8
     )
-    # jobcast_jobs_running is read from Redis once a second: seen while the job runs.
+    # jobcast_jobs_running is read from Redis at each scrape: seen while the job runs.
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 20
     running = 0.0
