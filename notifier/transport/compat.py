@@ -64,12 +64,17 @@ NEEDS: tuple[Need, ...] = (
     Need("uvicorn", f"{_UVICORN_WS}.data_received", ("data",)),
     Need("uvicorn", f"{_UVICORN_WS}.run_asgi", ()),
     Need("uvicorn", f"{_UVICORN_WS}.send", ("message",)),
+    Need("uvicorn", f"{_UVICORN_WS}.send_500_response", ()),
+    Need("uvicorn", f"{_UVICORN_WS}.receive", ()),
     Need("uvicorn", f"{_UVICORN_WS}.start_keepalive", ()),
     Need("uvicorn", f"{_UVICORN_WS}.stop_keepalive", ()),
     Need(
         "uvicorn",
         _UVICORN_WS,
         assigned=(
+            "app",
+            "logger",
+            "close_timer",
             "conn",
             "queue",
             "transport",

@@ -19,7 +19,7 @@ import engineio.exceptions
 from engineio import packet as eio_packet
 
 from notifier.transport import inline
-from notifier.transport.frames import KEEPALIVE_OFF, WRITE_FRAME, WriteFrame
+from notifier.transport.frames import KEEPALIVE_OFF, RUN_AFTER, WRITE_FRAME, WriteFrame
 from notifier.transport.lazy_queue import LazyQueue
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,9 @@ class FastSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
     - the reader is the connection's own ASGI task; each received frame stamps the time,
       and a peer silent for ping interval + ping timeout is dropped (as upstream) by the
       server's sweep (:meth:`FastEngineServer._service_task`), which cancels the read;
+      where the server offers it (:data:`~notifier.transport.frames.RUN_AFTER`), the read
+      loop goes on in that task after the ASGI call has returned, so that an idle
+      connection does not hold the call's frames (about 3 KiB);
     - the next ping is a due time that the same sweep sends, not a sleeping task nor a
       loop timer: an idle session holds no timer at all (uvicorn's own WebSocket pings are
       turned off for it, :data:`~notifier.transport.frames.KEEPALIVE_OFF`).
@@ -56,6 +59,7 @@ class FastSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
     _reader: asyncio.Task[Any] | None = None  # the task reading the WebSocket
     _heard = 0.0  # loop time of the last frame received on the WebSocket
     _deaf = False  # the sweep cancelled the read: nothing heard for too long
+    _run_after: Callable[[Coroutine[Any, Any, None]], None] | None = None  # RUN_AFTER
     #: Called once the session has moved from long-polling to a WebSocket.
     on_upgrade: Callable[[], None] | None = None
 
@@ -177,6 +181,7 @@ class FastSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         # long as the connection lives): upstream's, once the server's extensions are read.
         extensions = environ.get("asgi.scope", {}).get("extensions") or {}
         self._write_frame = extensions.get(WRITE_FRAME)  # dropped when the reader ends
+        self._run_after = extensions.get(RUN_AFTER)  # dropped by the handler
         keepalive_off = extensions.get(KEEPALIVE_OFF)
         if keepalive_off is not None:
             keepalive_off()  # Engine.IO's pings and read deadline are the heartbeat
@@ -184,12 +189,13 @@ class FastSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         return upgrade
 
     async def _websocket_handler(self, ws: Any) -> None:
-        server = self.server
-        limit = server.ping_interval + server.ping_timeout
-        loop = asyncio.get_running_loop()
+        run_after = self._run_after
+        if run_after is not None:
+            del self._run_after
         if self.connected:  # polling until now: upstream's upgrade exchange first
+            server = self.server
             try:
-                async with asyncio.timeout(limit):
+                async with asyncio.timeout(server.ping_interval + server.ping_timeout):
                     upgraded = await self._upgrade(ws)
             except (TimeoutError, OSError, ValueError):
                 upgraded = False
@@ -200,6 +206,17 @@ class FastSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         self.connected = self.upgraded = True
         self._ws = ws
         self._flush()  # what was queued before (the OPEN packet, a CONNECT answer)
+        if run_after is not None:
+            # The read goes on in the connection's task once the ASGI call has returned
+            # (python-engineio's WebSocket answers nothing after its handler).
+            run_after(self._read_websocket(ws))
+        else:
+            await self._read_websocket(ws)
+
+    async def _read_websocket(self, ws: Any) -> None:
+        """The WebSocket's packets, read until the peer goes or the session is closed."""
+        server = self.server
+        loop = asyncio.get_running_loop()
         reader = self._reader = asyncio.current_task()
         self._heard = loop.time()
         reading: set[FastSocket] | None = getattr(server, "reading", None)
@@ -245,6 +262,10 @@ class FastSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
         with contextlib.suppress(Exception):
             await ws.close()
         await self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+        if server.sockets.get(self.sid) is self:
+            # As python-engineio's request handling does once the WebSocket handler ends
+            # (which, read after the ASGI call, it no longer sees).
+            del server.sockets[self.sid]
 
     async def _upgrade(self, ws: Any) -> bool:
         """Upstream's polling → WebSocket upgrade: the probe, then the UPGRADE packet."""

@@ -19,6 +19,12 @@ WriteFrame = Callable[[bytes], bool]
 #: connection, for an application that has a heartbeat of its own (Engine.IO). Offered by
 #: :class:`notifier.transport.uvicorn_fast.FastWebSocketProtocol`.
 KEEPALIVE_OFF = "jobcast.websocket.keepalive_off"
+#: ASGI scope extension: ``run_after(reader)`` hands the server a coroutine that it awaits
+#: in the connection's task once the ASGI call has returned, the connection staying open
+#: until ``reader`` ends (then closed, as when an ASGI call returns). The application's
+#: call chain (its frames and their locals) is then not held for the connection's life,
+#: only ``reader``. Offered by :class:`notifier.transport.uvicorn_fast.FastWebSocketProtocol`.
+RUN_AFTER = "jobcast.websocket.run_after"
 
 
 def text_frame(text: str) -> bytes:

@@ -16,7 +16,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import InvalidState
 from websockets.protocol import Protocol, State
 
-from notifier.transport.frames import KEEPALIVE_OFF, WRITE_FRAME
+from notifier.transport.frames import KEEPALIVE_OFF, RUN_AFTER, WRITE_FRAME
 from notifier.transport.lazy_queue import LazyEvent, LazyQueue
 
 if TYPE_CHECKING:
@@ -94,11 +94,17 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
       The frame joins websockets' own output in order, so what it writes and what
       ``send`` writes never interleave. Used only while the connection is open and not
       paused; otherwise the caller sends.
+    - An application may hand the connection's task a coroutine to go on with once its
+      ASGI call has returned (:data:`~notifier.transport.frames.RUN_AFTER`): Engine.IO's
+      read loop, without the dozen frames of the call chain that set it up (uvicorn's
+      middleware, the routing, python-engineio's request handling and their locals, about
+      3 KiB per idle connection).
     """
 
     _flush_scheduled = False  # in its loop's _Flusher
     _flusher: _Flusher | None = None
     _keepalive = True  # uvicorn's WebSocket pings (off: the application has its own)
+    _then: Coroutine[Any, Any, None] | None = None  # what the task runs after the app
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -125,14 +131,43 @@ class FastWebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.transport.close()
 
-    def run_asgi(self) -> Coroutine[Any, Any, None]:
-        # Not a coroutine of its own: the connection's task would hold its frame for as
-        # long as the connection lives; this returns uvicorn's.
+    async def run_asgi(self) -> None:
+        # uvicorn's, which it replaces (the same single frame per connection), but for what
+        # the application handed over to run after its call (``RUN_AFTER``).
         if isinstance(getattr(self.conn, "writes", None), list):  # websockets' output buffer
             extensions: dict[str, Any] = self.scope["extensions"]
             extensions[WRITE_FRAME] = self.write_frame
             extensions[KEEPALIVE_OFF] = self.keepalive_off
-        return super().run_asgi()
+            extensions[RUN_AFTER] = self.run_after
+        try:
+            result = await self.app(self.scope, self.receive, self.send)
+            then, self._then = self._then, None
+            if then is not None:
+                await then
+        except ClientDisconnected:
+            pass
+        except BaseException:
+            self.logger.exception("Exception in ASGI application\n")
+            self.send_500_response()
+        else:
+            if not self.handshake_complete:
+                self.logger.error("ASGI callable returned without completing handshake.")
+                self.send_500_response()
+            elif result is not None:
+                self.logger.error("ASGI callable should return None, but returned '%s'.", result)
+        finally:
+            if self._then is not None:  # handed over by a call that then failed
+                self._then.close()
+                self._then = None
+        if self.close_timer is None:
+            self.transport.close()
+
+    def run_after(self, then: Coroutine[Any, Any, None]) -> None:
+        """Run ``then`` in this connection's task once the ASGI call has returned."""
+        if self._then is not None:
+            then.close()
+            raise RuntimeError("a connection runs one coroutine after its ASGI call")
+        self._then = then
 
     def _drop_handshake_parser(self) -> None:
         # websockets' ServerProtocol.parse reads the request, then goes on as the frame
