@@ -244,6 +244,9 @@ class FastSocket(engineio.async_socket.AsyncSocket):  # type: ignore[misc]
                     pass
                 except engineio.exceptions.SocketIsClosedError:
                     break
+                # Not held while the next frame is awaited: the last frame received (a
+                # CONNECT's token, for one) would stay in memory for an idle connection.
+                del event, data
         except (OSError, ValueError):
             pass  # a disconnect, an undecodable frame: the session ends
         except asyncio.CancelledError:
