@@ -95,10 +95,12 @@ def create_server(notifier: NotifierPort) -> SocketServer:
             peer.address,
         )
 
-        def upgraded() -> None:  # conn.transport follows an upgrade from polling
-            conn.transport = "websocket"
+        if link.transport == "polling":  # no closure held by a WebSocket connection
 
-        link.on_upgrade(upgraded)
+            def upgraded() -> None:  # conn.transport follows an upgrade from polling
+                conn.transport = "websocket"
+
+            link.on_upgrade(upgraded)
         connections[sid] = conn
         outboxes[sid] = outbox
 
