@@ -26,18 +26,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import redis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.asyncio.connection import AbstractConnection
 
 from notifier.contract.events import StreamEvent, parse_event_id
 from notifier.contract.keys import Keyspace
 from notifier.core.bus import AsyncRedis, stream_events, text
+from notifier.core.live_conn import LiveConnection, open_live_connection
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +129,7 @@ class _LiveRead:
         self.owner = owner
         self.partitions: set[int] = set()
         self.task: asyncio.Task[None] | None = None
-        self.conn: AbstractConnection | None = None
+        self.conn: LiveConnection | None = None
         self._channels = {p.live.encode(): p.index for p in owner.space.partitions}
         self._sends: set[asyncio.Task[None]] = set()
         self._heard = 0.0  # when the channels' connection last brought anything
@@ -163,13 +162,13 @@ class _LiveRead:
         task.add_done_callback(self._sends.discard)
 
     @staticmethod
-    async def _send_now(conn: AbstractConnection, *command: str) -> None:
-        """Send ``command`` on the channels' connection, unless it is closed: redis-py would
-        open it again, without its subscriptions (the read loop opens the next one)."""
+    async def _send_now(conn: LiveConnection, *command: str) -> None:
+        """Send ``command`` on the channels' connection, unless it is closed (the read loop
+        opens the next one, which subscribes to every partition)."""
         if not conn.is_connected:
             return
         with contextlib.suppress(redis.RedisError, OSError):  # the read loop sees it too
-            await conn.send_command(*command, check_health=False)
+            await conn.send(*command)
 
     async def run(self) -> None:
         while True:
@@ -187,24 +186,18 @@ class _LiveRead:
         conn, self.conn = self.conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
-                await conn.disconnect()
+                await conn.close()
 
     async def _connected(self) -> None:
         """One connection's life: subscribe, catch up from the streams, then read the
         channels (and the streams once a second) until the connection fails."""
         owner = self.owner
         pool = owner.client.connection_pool  # type: ignore[union-attr]
-        # RESP2: the channels' messages are plain replies (under RESP3 they are pushes,
-        # which redis-py hands through its push handlers one by one). No health checks:
-        # the watchdog's PINGs judge this connection, and redis-py's check reads the loop's
-        # clock after every reply (under Python 3.11 asyncio.get_running_loop() is a
-        # getpid() system call: 5 % of the notifier's CPU at W1's 1,000 events/s).
-        kwargs = {**pool.connection_kwargs, "protocol": 2, "health_check_interval": 0}
-        conn = pool.connection_class(**kwargs)
-        await conn.connect()
+        # At most 10 batches a read: then the loop's own checks (the sweep) run.
+        conn = await open_live_connection(pool, limit=10 * owner.batch)
         self.conn = conn
         if self.partitions:
-            await conn.send_command("SUBSCRIBE", *self._names(self.partitions), check_health=False)
+            await conn.send("SUBSCRIBE", *self._names(self.partitions))
         self._heard = time.monotonic()
         self._caught_up = False  # this connection's resubscription not yet followed by a read
         watchdog = asyncio.create_task(self._watch(conn), name="jobcast-live-watchdog")
@@ -212,8 +205,8 @@ class _LiveRead:
         self._swept = time.monotonic()
         try:
             while True:
-                reply = await self._read(conn)
-                await self._on_replies(conn, reply)
+                replies = await self._read(conn)
+                await self._on_replies(replies)
                 if time.monotonic() - self._swept >= block:
                     await self._sweep()
         finally:
@@ -223,7 +216,7 @@ class _LiveRead:
         await self.owner.sweep()
         self._swept = time.monotonic()
 
-    async def _watch(self, conn: AbstractConnection) -> None:
+    async def _watch(self, conn: LiveConnection) -> None:
         """PING the channels' connection when it has been quiet for a while (its answer
         also brings the once-a-second read of the streams); cut it when nothing at all
         came back for three of those intervals (the read in flight then fails)."""
@@ -235,16 +228,16 @@ class _LiveRead:
             # not reading, whatever the connection brings meanwhile.
             if self._reading and quiet > 3 * block:
                 log.warning("event reader: no answer on the live channels' connection")
-                await conn.disconnect(nowait=True)
+                await conn.abort()
                 return
             if quiet >= block:
                 await self._send_now(conn, "PING")
 
-    async def _read(self, conn: AbstractConnection) -> object:
+    async def _read(self, conn: LiveConnection) -> list[object]:
         self._heard = time.monotonic()  # the silence, if any, starts now
         self._reading = True
         try:
-            return await conn.read_response(disable_decoding=True, timeout=math.inf)
+            return await conn.read()
         finally:
             self._reading = False
             self._heard = time.monotonic()
@@ -252,26 +245,23 @@ class _LiveRead:
     def _names(self, partitions: set[int]) -> list[str]:
         return [self.owner.space.partitions[i].live for i in sorted(partitions)]
 
-    async def _on_replies(self, conn: AbstractConnection, reply: object) -> None:
-        """Handle ``reply`` and those already buffered behind it (a bounded number), each
-        partition's messages handed on together."""
+    async def _on_replies(self, replies: list[object]) -> None:
+        """Handle the replies of one read, each partition's messages handed on together."""
         self.owner.read_ok()
         self._failures = 0
         batches: dict[int, list[StreamEvent]] = {}
-        await self._one(reply, batches)
-        for _ in range(10 * self.owner.batch):  # then the loop's own checks (the sweep) run
-            if not await conn.can_read():  # what is buffered only
-                break
-            reply = await self._read(conn)
-            await self._one(reply, batches)
+        limit = self.owner.batch
+        for reply in replies:
+            if isinstance(reply, list) and len(reply) >= 3 and reply[0] == b"message":
+                if self._take(reply[1], reply[2], batches) >= limit:
+                    await self._flush(batches)
+            else:
+                await self._flush(batches)  # what came before it is handed on first
+                await self._on_other(reply)
         await self._flush(batches)
 
-    async def _one(self, reply: object, batches: dict[int, list[StreamEvent]]) -> None:
-        if isinstance(reply, list) and len(reply) >= 3 and reply[0] == b"message":
-            if self._take(reply[1], reply[2], batches) >= self.owner.batch:
-                await self._flush(batches)
-            return
-        await self._flush(batches)  # what came before it is handed on first
+    async def _on_other(self, reply: object) -> None:
+        """A reply other than a channel message (a confirmation, a PING's answer)."""
         if await self._on_control(reply) and not self._caught_up:
             # Subscribed again after a reconnection: what was appended meanwhile is read
             # from the streams now, before any message behind this confirmation (a newer
