@@ -4,7 +4,9 @@ below the heap's top leaves the process's RSS, instead of staying as the high-wa
 of its busiest moment.
 
 The check runs in a process of its own, whose heap it shapes: many blocks freed below one
-that stays allocated, which ``free()`` alone never returns (only the heap's top is).
+that stays allocated, which ``free()`` alone never returns (only the heap's top is). jobcast
+runs on Linux with glibc (the images, CI): elsewhere this test fails, as it should, since
+the notifier would keep its high-water mark there.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-
-import pytest
 
 SCRIPT = r"""
 import json, os
@@ -36,7 +36,6 @@ print(json.dumps({"peak": peak, "freed": freed, "released": released, "after": a
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_memory_freed_below_the_heaps_top_leaves_the_rss() -> None:
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True, timeout=60
