@@ -163,10 +163,8 @@ class _LiveRead:
 
     @staticmethod
     async def _send_now(conn: LiveConnection, *command: str) -> None:
-        """Send ``command`` on the channels' connection, unless it is closed (the read loop
-        opens the next one, which subscribes to every partition)."""
-        if not conn.is_connected:
-            return
+        """Send ``command`` on the channels' connection; a closed one refuses it (the read
+        loop opens the next one, which subscribes to every partition)."""
         with contextlib.suppress(redis.RedisError, OSError):  # the read loop sees it too
             await conn.send(*command)
 
