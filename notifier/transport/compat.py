@@ -33,13 +33,15 @@ class Need:
     ``target`` is ``module:attribute.path``. ``params`` are the parameter names (after
     ``self``) of a method the fast path overrides or calls; ``assigned`` are instance
     attributes the fast path reads, which the class (or a base of the same library)
-    must assign in its source.
+    must assign in its source; with ``only``, it must assign no others (the fast path
+    builds such objects itself, setting each of them).
     """
 
     library: str
     target: str
     params: tuple[str, ...] | None = None
     assigned: tuple[str, ...] = ()
+    only: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,14 @@ NEEDS: tuple[Need, ...] = (
     Need("python-engineio", "engineio.base_server:BaseServer.reason.SERVER_DISCONNECT"),
     Need("python-engineio", "engineio.base_server:BaseServer.reason.TRANSPORT_CLOSE"),
     Need("python-engineio", "engineio.payload:Payload.max_decode_packets"),
+    # socketio_fast.FastMessage: a text MESSAGE packet built without Packet.__init__
+    Need(
+        "python-engineio",
+        "engineio.packet:Packet",
+        assigned=("packet_type", "data", "encode_cache", "binary"),
+        only=True,
+    ),
+    Need("python-engineio", "engineio.packet:MESSAGE"),
     Need("python-engineio", "engineio.exceptions:QueueEmpty"),
     Need("python-engineio", "engineio.exceptions:UnknownPacketError"),
     Need("python-engineio", "engineio.exceptions:SocketIsClosedError"),
@@ -219,6 +229,11 @@ def missing(needs: tuple[Need, ...] = NEEDS) -> list[Missing]:
             for name in need.assigned:
                 if name not in have:
                     found.append(Missing(need.library, version, f"{need.target} .{name}"))
+            if need.only:
+                for name in sorted(have - set(need.assigned)):
+                    found.append(
+                        Missing(need.library, version, f"{need.target} .{name} (not set here)")
+                    )
     return found
 
 

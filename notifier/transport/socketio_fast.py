@@ -23,6 +23,7 @@ from notifier.transport.frames import EncodeCache, text_frame
 #: Packets waiting in Engine.IO's own queue before a link says it is backed up.
 ENGINEIO_QUEUE_HIGH = 64
 _EVENT = str(sio_packet.EVENT)
+_MESSAGE = str(eio_packet.MESSAGE)
 
 
 class FastServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -65,8 +66,13 @@ class FastMessage(eio_packet.Packet):  # type: ignore[misc]
     WebSocket) and as a WebSocket frame (:data:`notifier.transport.frames.WRITE_FRAME`)."""
 
     def __init__(self, data: str) -> None:
-        super().__init__(eio_packet.MESSAGE, data)
-        self.text: str = super().encode()
+        # What Packet.__init__ sets for a text MESSAGE (compat.NEEDS checks the names),
+        # and its encoding: the type's digit, then the text.
+        self.packet_type = eio_packet.MESSAGE
+        self.data = data
+        self.binary = False
+        self.text: str = _MESSAGE + data
+        self.encode_cache = self.text
         self.frame = text_frame(self.text)
 
     def encode(self, b64: bool = False) -> str:

@@ -22,11 +22,34 @@ def test_parse_event_id(event_id: str, expected: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize(
     "bogus",
-    ["", "-", "12", "12-", "-3", "a-1", "1-b", "1-2-3", " 1-2", "1.5-0", "+1-0", "\u0661-\u0662"],
+    [
+        "",
+        "-",
+        "12",
+        "12-",
+        "-3",
+        "a-1",
+        "1-b",
+        "1-2-3",
+        " 1-2",
+        "1-2 ",
+        "1.5-0",
+        "+1-0",
+        "1_0-0",
+        "\u0661-\u0662",
+        "\uff11-2",
+        "\u00b2-1",
+        "1" * 21 + "-0",
+        "0-" + "1" * 21,
+    ],
 )
 def test_parse_event_id_refuses_anything_else(bogus: str) -> None:
     with pytest.raises(ValueError):
         parse_event_id(bogus)
+
+
+def test_parse_event_id_takes_twenty_digits() -> None:
+    assert parse_event_id("9" * 20 + "-" + "0" * 20) == (10**20 - 1, 0)
 
 
 def test_event_ids_compare_as_two_numbers() -> None:

@@ -92,3 +92,15 @@ def test_a_library_that_is_not_installed_is_reported() -> None:
     need = compat.Need("no-such-library", "no_such_module:Thing")
     (gap,) = compat.missing((need,))
     assert str(gap) == "no-such-library not installed: no_such_module:Thing"
+
+
+def test_an_attribute_the_fast_path_does_not_set_is_reported() -> None:
+    # FastMessage builds engine.io packets itself: a new attribute of Packet would be unset.
+    need = compat.Need(
+        "python-engineio",
+        "engineio.packet:Packet",
+        assigned=("packet_type", "data", "binary"),
+        only=True,
+    )
+    (gap,) = compat.missing((need,))
+    assert gap.name == "engineio.packet:Packet .encode_cache (not set here)"
