@@ -459,7 +459,11 @@ class Server:
             env["JOBCAST_FAST_TRANSPORT"] = "true" if self.transport_path == "fast" else "false"
             if self.announce:
                 env["JOBCAST_LOG_LEVELS"] = "notifier.core.service=INFO"
-        env.pop("PYTHONPATH", None)
+        # This checkout's code, whatever the interpreter has installed: the server runs
+        # outside the work tree (its cwd is the log folder), where the venv's editable
+        # install would give the checkout it was made from; a clone's bench compared
+        # that checkout's server with itself.
+        env["PYTHONPATH"] = str(ROOT)
         return env
 
     def log_path(self, inst: Instance) -> Path:
