@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["REDIS_URL"] = redis.url  # before jobcast reads its settings
         os.environ.setdefault("JOBCAST_JWT_SECRET", "redis-floor-bench-secret-redis-floor")
         floor = Floor(redis, args.events)
+        version = floor.client.info("server")["redis_version"]
         rungs = floor.rungs()
         results: dict[str, list[tuple[float, float]]] = {rung[0]: [] for rung in rungs}
         for repeat in range(args.repeats):
@@ -196,9 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                 results[name].append(floor.measure(step, prepare, check))
     finally:
         PROCS.stop_all()
-    version = redis.binary
     print(f"\nRedis CPU per event, {args.events} events per rung, medians of {args.repeats} "
-          f"({version}):\n")  # fmt: skip
+          f"(Redis {version}, {redis.binary}):\n")  # fmt: skip
     print("| rung | Redis CPU (µs/event) | inside commands (µs/event) |")
     print("|---|---:|---:|")
     for name, runs in results.items():

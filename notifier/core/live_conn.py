@@ -3,8 +3,8 @@ RESP2 connection that only subscribes, pings and reads.
 
 To a Redis over plain TCP (one Redis, Sentinel's master) it is a connection of jobcast's
 own: redis-py's pool gives the address (Sentinel's: the master it names) and the
-credentials, the commands are written here, and hiredis — the parser redis-py itself uses —
-parses the replies, every reply one read of the socket completed handed on at once.
+credentials, and hiredis — what redis-py itself uses — packs the commands and parses the
+replies, every reply one read of the socket completed handed on at once.
 redis-py's own connection reads one reply per call, through a chain of coroutines: about
 4.5 µs a reply where hiredis alone takes 0.8, which was the largest share of a notifier's
 CPU per event that was not delivery itself. Anything else (TLS, a Unix socket, a
@@ -45,16 +45,9 @@ class LiveConnection(Protocol):
     async def close(self) -> None: ...
 
 
-def _pack(command: tuple[str, ...]) -> bytes:
-    parts = [b"*%d\r\n" % len(command)]
-    for arg in command:
-        data = arg.encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
 class OwnLiveConnection:
-    """A plain TCP connection: RESP written here, replies parsed by ``hiredis.Reader``."""
+    """A plain TCP connection: commands packed by ``hiredis.pack_command``, replies parsed
+    by ``hiredis.Reader``."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
@@ -71,7 +64,9 @@ class OwnLiveConnection:
             raise redis.ConnectionError("the live channels' connection is closed")
         # A few hundred bytes at most (a SUBSCRIBE of every partition): the transport's
         # buffer takes it at once, nothing to wait for.
-        self._writer.write(_pack(command))
+        # RESP, packed as redis-py packs it (hiredis' stub types the argument as a
+        # one-element tuple; it takes any number).
+        self._writer.write(hiredis.pack_command(command))  # type: ignore[arg-type]
 
     async def read(self) -> list[Any]:
         parser = self._parser

@@ -191,7 +191,8 @@ class _LiveRead:
         channels (and the streams once a second) until the connection fails."""
         owner = self.owner
         pool = owner.client.connection_pool  # type: ignore[union-attr]
-        # At most 10 batches a read: then the loop's own checks (the sweep) run.
+        # Through redis-py's connection at most 10 batches a read (ours hands on what one
+        # read of the socket brought, 64 KiB at most): then the loop's own checks run.
         conn = await open_live_connection(pool, limit=10 * owner.batch)
         self.conn = conn
         if self.partitions:

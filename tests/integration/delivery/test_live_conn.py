@@ -108,6 +108,23 @@ async def test_messages_arrive_in_order_byte_for_byte_several_to_a_read(
         await client.aclose()
 
 
+async def test_a_password_without_a_user_name_authenticates(acl_redis: RedisServer) -> None:
+    # redis://:<password>@...: the default user (requirepass); without AUTH the SUBSCRIBE
+    # would be refused with NOAUTH.
+    client, live = await opened(acl_redis.url)
+    admin = aioredis.Redis.from_url(acl_redis.url)
+    try:
+        assert isinstance(live, OwnLiveConnection)
+        await subscribed(live)
+        assert await admin.publish(CHANNEL, b"for the default user") == 1
+        got, _ = await read_messages(live, 1)
+        assert got == [b"for the default user"]
+    finally:
+        await live.close()
+        await admin.aclose()
+        await client.aclose()
+
+
 async def test_a_wrong_password_is_refused(acl_redis: RedisServer) -> None:
     client = aioredis.Redis.from_url(user_url(acl_redis, password="not-the-password"))
     try:
