@@ -25,11 +25,9 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import socketio
-
 from notifier.contract.endpoints import SOCKETIO_PATH, routing_hint, with_routing_hint
 from notifier.contract.events import JOB_OUTPUT, is_terminal, parse_event_id
-from notifier.transport.client_session import close_client
+from notifier.transport.client_session import close_client, socketio_client
 
 _SEEN_LIMIT = 10_000
 
@@ -60,7 +58,7 @@ class JobcastClient:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._ended: OrderedDict[str, None] = OrderedDict()  # jobs whose end was delivered
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._sio = socketio.AsyncClient(reconnection=True, reconnection_delay_max=5)
+        self._sio = socketio_client(reconnection=True, reconnection_delay_max=5)
         self._sio.on("*", self._on_message)
         self._sio.on("connect", self._on_connect)
 

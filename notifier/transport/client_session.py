@@ -1,16 +1,71 @@
 """python-socketio's client, where jobcast's clients need more than its public API.
 
-The one place that reads python-engineio's client internals (``eio.state``,
-``eio.current_transport``, ``eio.write_loop_task``, ``eio.http``): the product's client
-(:class:`notifier.client.JobcastClient`) and the tests' clients close through here.
+The one place that overrides or reads python-engineio's and python-socketio's client
+internals; each name is in :data:`notifier.transport.compat.CLIENT_NEEDS`, checked once per
+process (:func:`notifier.transport.compat.client_path`). The product's client
+(:class:`notifier.client.JobcastClient`) and the tests' clients are made
+(:func:`socketio_client`) and closed (:func:`close_client`) here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
+import aiohttp
+import engineio
 import socketio
+
+from notifier.transport import compat
+
+
+class _EngineIOClient(engineio.AsyncClient):  # type: ignore[misc]
+    """python-engineio's client, with each HTTP response's body read inside the request's
+    own error handling.
+
+    python-engineio reads a long-poll's body after ``_send_request`` has returned, where
+    only a malformed payload is caught: a response the network cuts after its headers
+    (``ClientPayloadError``) ends the read loop with an exception, without the
+    ``disconnect`` event, and the client stays "connected" to nothing, never reconnecting.
+    Read here, the cut fails the request like a refused connection: the read loop ends,
+    the client disconnects, and python-socketio reconnects. (``aiohttp``'s response keeps
+    the body, so the library's own ``read()`` afterwards returns it.)
+    """
+
+    async def _send_request(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (the library's signature)
+    ) -> Any:
+        response = await super()._send_request(
+            method, url, headers=headers, body=body, timeout=timeout
+        )
+        if response is None or isinstance(response, str):
+            return response
+        try:
+            await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            self.logger.info("HTTP %s response from %s cut short: %s", method, url, exc)
+            return str(exc)
+        return response
+
+
+class _SocketIOClient(socketio.AsyncClient):  # type: ignore[misc]
+    def _engineio_client_class(self) -> type[engineio.AsyncClient]:
+        return _EngineIOClient
+
+
+def socketio_client(**options: Any) -> socketio.AsyncClient:
+    """A python-socketio ``AsyncClient`` (``options`` are its own) that notices a long-poll
+    cut part way and reconnects (see :class:`_EngineIOClient`); the stock one when the
+    installed libraries lack a name it needs."""
+    if compat.client_path() == compat.FAST:
+        return _SocketIOClient(**options)
+    return socketio.AsyncClient(**options)
 
 
 async def close_client(client: socketio.AsyncClient, within: float = 10.0) -> None:
@@ -27,7 +82,11 @@ async def close_client(client: socketio.AsyncClient, within: float = 10.0) -> No
     session") in whatever code runs then.
     """
     eio = client.eio
-    polling = eio.state == "connected" and eio.current_transport == "polling"
+    polling = (  # the internals read below are in compat.CLIENT_NEEDS
+        compat.client_path() == compat.FAST
+        and eio.state == "connected"
+        and eio.current_transport == "polling"
+    )
     disconnect = asyncio.ensure_future(client.disconnect())
     with contextlib.suppress(Exception):
         if polling:

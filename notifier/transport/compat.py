@@ -171,6 +171,26 @@ NEEDS: tuple[Need, ...] = (
 )
 
 
+_EIO_CLIENT = "engineio.async_client:AsyncClient"
+
+#: Everything :mod:`notifier.transport.client_session` overrides or reads of
+#: python-socketio's and python-engineio's clients (the product's client helper and the
+#: tests' clients); checked once per process by :func:`client_path`.
+CLIENT_NEEDS: tuple[Need, ...] = (
+    Need("python-socketio", "socketio.async_client:AsyncClient._engineio_client_class", ()),
+    Need(
+        "python-engineio",
+        f"{_EIO_CLIENT}._send_request",
+        ("method", "url", "headers", "body", "timeout"),
+    ),
+    Need(
+        "python-engineio",
+        _EIO_CLIENT,
+        assigned=("state", "current_transport", "write_loop_task", "http", "logger"),
+    ),
+)
+
+
 def _resolve(target: str) -> object:
     module_name, _, path = target.partition(":")
     obj: object = importlib.import_module(module_name)
@@ -237,6 +257,15 @@ def missing(needs: tuple[Need, ...] = NEEDS) -> list[Missing]:
     return found
 
 
+def _warn(what: str, gaps: list[Missing]) -> None:
+    log.warning(
+        "%s (%s)",
+        what,
+        "; ".join(str(gap) for gap in gaps),
+        extra={"libraries": sorted({f"{gap.library} {gap.version}" for gap in gaps})},
+    )
+
+
 @functools.cache
 def choose(fast_requested: bool) -> str:
     """:data:`FAST` or :data:`STOCK` for this process, decided once.
@@ -248,9 +277,17 @@ def choose(fast_requested: bool) -> str:
     gaps = missing()
     if not gaps:
         return FAST
-    log.warning(
-        "fast transport unavailable (%s); serving through the stock path",
-        "; ".join(str(gap) for gap in gaps),
-        extra={"libraries": sorted({f"{gap.library} {gap.version}" for gap in gaps})},
-    )
+    _warn("fast transport unavailable; serving through the stock path", gaps)
+    return STOCK
+
+
+@functools.cache
+def client_path() -> str:
+    """:data:`FAST` when python-socketio's and python-engineio's clients have every name in
+    :data:`CLIENT_NEEDS` (jobcast's clients then use the hardened client of
+    :mod:`notifier.transport.client_session`), else :data:`STOCK`, with one WARNING."""
+    gaps = missing(CLIENT_NEEDS)
+    if not gaps:
+        return FAST
+    _warn("hardened Socket.IO client unavailable; clients use the stock one", gaps)
     return STOCK

@@ -184,6 +184,9 @@ class FailoverProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self.blocked = False
+        self._cut_next_get = False
+        #: How many responses :meth:`cut_next_get_response` cut (0 or 1).
+        self.cut_responses = 0
 
     @property
     def url(self) -> str:
@@ -211,12 +214,40 @@ class FailoverProxy:
     def up(self) -> None:
         self.blocked = False
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def cut_next_get_response(self) -> None:
+        """The next response to a GET (an Engine.IO long-poll) reaches the client with its
+        headers and none of its body, then the connection is reset: the network failing
+        part way through a response."""
+        self._cut_next_get = True
+
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        methods: list[bytes],
+        *,
+        requests: bool,
+    ) -> None:
+        """Copy one direction. ``methods`` holds the methods of the connection's requests
+        not yet answered (HTTP/1.1 answers in order); ``requests`` says this direction
+        carries them."""
         try:
             while True:
                 data = await reader.read(65536)
                 if not data:
                     break
+                if requests:
+                    methods.extend(m for m in (b"GET", b"POST") if data.startswith(m + b" "))
+                elif data.startswith(b"HTTP/1.1 ") and methods:
+                    method = methods.pop(0)
+                    head, blank, _ = data.partition(b"\r\n\r\n")
+                    if self._cut_next_get and method == b"GET" and blank:
+                        self._cut_next_get = False
+                        self.cut_responses += 1
+                        writer.write(head + blank)
+                        await writer.drain()
+                        writer.transport.abort()
+                        break
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -236,9 +267,10 @@ class FailoverProxy:
                 writer.close()
                 return
             self._writers.add(up_writer)
+            methods: list[bytes] = []
             pipes = [
-                asyncio.ensure_future(self._pipe(reader, up_writer)),
-                asyncio.ensure_future(self._pipe(up_reader, writer)),
+                asyncio.ensure_future(self._pipe(reader, up_writer, methods, requests=True)),
+                asyncio.ensure_future(self._pipe(up_reader, writer, methods, requests=False)),
             ]
             # Either direction ending (the upstream died, the client left) ends both.
             _, pending = await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)

@@ -27,7 +27,7 @@ import websockets
 
 from notifier.contract.events import TERMINAL_TYPES, parse_event_id
 from notifier.edge.auth import mint_token
-from notifier.transport.client_session import close_client
+from notifier.transport.client_session import close_client, socketio_client
 from tests.support.waiting import wait_until_async
 
 #: Generous bound for anything a test waits for (clear failure instead of a hang).
@@ -258,7 +258,7 @@ async def connect_sio(
 ) -> SioClient:
     """A connected client; ``token`` goes into ``auth`` (``headers`` and ``query`` are
     the other places a token may be)."""
-    client = SioClient(socketio.AsyncClient(reconnection=False))
+    client = SioClient(socketio_client(reconnection=False))
     try:
         await client.sio.connect(
             f"{url}?{urlencode(query)}" if query else url,
@@ -284,7 +284,7 @@ async def refused_sio(
     after a refusal, which over polling waits for the pending long-poll (ping interval +
     timeout); :meth:`SioClient.close` aborts it instead, as a browser does.
     """
-    client = SioClient(socketio.AsyncClient(reconnection=False))
+    client = SioClient(socketio_client(reconnection=False))
     try:
         await client.sio.connect(
             url,

@@ -28,11 +28,11 @@ from urllib.parse import urlencode
 
 import httpx
 import jwt
-import socketio
 import websockets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from notifier.transport.client_session import socketio_client
 from tests.support.env import child_env
 from tests.support.helpers import (
     SOCKETIO_PATH,
@@ -203,7 +203,7 @@ async def attempt(kind: str, server: Server, token: str | None) -> Outcome:
         finally:
             await native.close()
     # Socket.IO
-    client = SioClient(socketio.AsyncClient(reconnection=False))
+    client = SioClient(socketio_client(reconnection=False))
     try:
         await client.sio.connect(
             server.url,

@@ -7,17 +7,22 @@ import importlib.metadata
 import logging
 from collections.abc import Iterator
 
+import engineio
 import pytest
+import socketio
 import uvicorn.protocols.utils
 
 from notifier.transport import compat
+from notifier.transport.client_session import socketio_client
 
 
 @pytest.fixture(autouse=True)
 def _fresh_choice() -> Iterator[None]:
     compat.choose.cache_clear()
+    compat.client_path.cache_clear()
     yield
     compat.choose.cache_clear()
+    compat.client_path.cache_clear()
 
 
 def test_the_installed_libraries_have_every_name_the_fast_path_uses() -> None:
@@ -104,3 +109,29 @@ def test_an_attribute_the_fast_path_does_not_set_is_reported() -> None:
     )
     (gap,) = compat.missing((need,))
     assert gap.name == "engineio.packet:Packet .encode_cache (not set here)"
+
+
+def test_the_installed_clients_have_every_name_the_hardened_client_uses() -> None:
+    assert compat.missing(compat.CLIENT_NEEDS) == []
+    assert compat.client_path() == compat.FAST
+    client = socketio_client(reconnection=False)
+    # python-engineio's client under it reads a long-poll's body inside its error handling
+    assert isinstance(client.eio, engineio.AsyncClient)
+    assert type(client.eio) is not engineio.AsyncClient
+
+
+def test_a_client_name_removed_means_the_stock_client_and_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delattr(engineio.AsyncClient, "_send_request")
+    with caplog.at_level(logging.WARNING, logger=compat.__name__):
+        assert compat.client_path() == compat.STOCK
+        client = socketio_client(reconnection=False)
+        socketio_client(reconnection=False)  # decided once per process
+    assert type(client) is socketio.AsyncClient
+    assert type(client.eio) is engineio.AsyncClient
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    text = warnings[0].getMessage()
+    assert "python-engineio" in text and importlib.metadata.version("python-engineio") in text
+    assert "AsyncClient._send_request" in text and "stock" in text

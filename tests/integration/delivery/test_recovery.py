@@ -37,11 +37,15 @@ pytestmark = pytest.mark.integration
 JOBS, STEPS = 3, 5
 
 
-@pytest.mark.parametrize("transport", ["websocket", "polling"])
+@pytest.mark.parametrize(
+    ("transport", "drop"),
+    [("websocket", "outage"), ("polling", "outage"), ("polling", "mid-response")],
+    ids=["websocket", "polling", "polling-cut-mid-response"],
+)
 async def test_sio_connection_drop_resumes_without_gap(
-    transport: str, tmp_path: Path, server: Server, redis_client: Any, tokens: Any
+    transport: str, drop: str, tmp_path: Path, server: Server, redis_client: Any, tokens: Any
 ) -> None:
-    user = f"drop-{transport}"
+    user = f"drop-{transport}-{drop}"
     out = tmp_path / "events.jsonl"
     proxy = FailoverProxy(server.port)
     client = None
@@ -64,11 +68,17 @@ async def test_sio_connection_drop_resumes_without_gap(
         )
         # The network drops until the client notices (polling: when a request fails; it
         # may take up to Engine.IO's ping interval + timeout); then the helper reconnects
-        # with its lastEventId.
-        proxy.down()
+        # with its lastEventId. "mid-response": only a long-poll's response is cut, after
+        # its headers (what an outage does when it strikes there; python-engineio's client
+        # alone would stay "connected" to nothing, see client_session._EngineIOClient).
+        if drop == "outage":
+            proxy.down()
+        else:
+            proxy.cut_next_get_response()
         noticed = await wait_until_async(lambda: not client._sio.connected, 30, interval=0.05)
         proxy.up()
         assert noticed, "the client never noticed the network was down"
+        assert drop == "outage" or proxy.cut_responses == 1
         history = History(await finish_producer(producer, out))
         producer = None
         await wait_until_async(
@@ -215,11 +225,10 @@ async def test_bad_last_event_ids_are_not_recovered(
 
 
 async def _sio_with_last_event_id(url: str, token: str, last_event_id: Any) -> Any:
-    import socketio
-
+    from notifier.transport.client_session import socketio_client
     from tests.support.helpers import SOCKETIO_PATH, TIMEOUT, SioClient
 
-    client = SioClient(socketio.AsyncClient(reconnection=False))
+    client = SioClient(socketio_client(reconnection=False))
     await client.sio.connect(
         url,
         socketio_path=SOCKETIO_PATH,

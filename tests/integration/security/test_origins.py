@@ -19,6 +19,7 @@ import pytest
 import socketio
 import websockets
 
+from notifier.transport.client_session import socketio_client
 from tests.support.helpers import SOCKETIO_PATH, SioClient, connect_native, connect_sio
 from tests.support.hostile_helpers import EIO_PATH, EioPolling, dedicated_server, dispose
 from tests.support.processes import Server
@@ -107,7 +108,7 @@ async def test_socketio_client_with_an_origin(
             assert welcome["userId"] == 1
         finally:
             await client.close()
-    refused = SioClient(socketio.AsyncClient(reconnection=False))
+    refused = SioClient(socketio_client(reconnection=False))
     try:
         with pytest.raises(socketio.exceptions.ConnectionError):
             await refused.sio.connect(
