@@ -8,6 +8,9 @@ modules and classes, as instance attributes assigned in their source, and as met
 signatures. :func:`choose` picks the path once per process: the fast one only when it was
 asked for (``JOBCAST_FAST_TRANSPORT``, default true) and nothing is missing; otherwise the
 libraries' stock path, with one WARNING that names each missing piece.
+
+The clients' side (:mod:`notifier.transport.client_session`) is checked the same way, by
+its own list (:data:`CLIENT_NEEDS`, :func:`client_path`).
 """
 
 from __future__ import annotations

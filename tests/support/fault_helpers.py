@@ -237,7 +237,9 @@ class FailoverProxy:
                 if not data:
                     break
                 if requests:
-                    methods.extend(m for m in (b"GET", b"POST") if data.startswith(m + b" "))
+                    method = data.split(b" ", 1)[0]
+                    if method in (b"GET", b"POST"):
+                        methods.append(method)
                 elif data.startswith(b"HTTP/1.1 ") and methods:
                     method = methods.pop(0)
                     head, blank, _ = data.partition(b"\r\n\r\n")

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from notifier.contract.events import now_ms
+from notifier.transport.client_session import socketio_client
 from tests.support.fault_helpers import (
     INBOX_TYPES,
     FailoverProxy,
@@ -225,7 +226,6 @@ async def test_bad_last_event_ids_are_not_recovered(
 
 
 async def _sio_with_last_event_id(url: str, token: str, last_event_id: Any) -> Any:
-    from notifier.transport.client_session import socketio_client
     from tests.support.helpers import SOCKETIO_PATH, TIMEOUT, SioClient
 
     client = SioClient(socketio_client(reconnection=False))
